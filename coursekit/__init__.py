@@ -1,0 +1,30 @@
+"""coursekit: the plumbing the course notebooks share.
+
+Lessons import these so that their cells can show the FastAPI pattern itself:
+- app_client: an in-process httpx client for an app, lifespan included
+- run_server: a real uvicorn server on 127.0.0.1 inside a notebook
+- setup_checks: ipytest configured for the exercise check cells
+- new_sqlmodel_base: a SQLModel base with its own registry, so table cells re-run
+- show_versions: the pinned versions a notebook runs on
+
+Names are imported on first use, so the `course` CLI starts without loading
+FastAPI, SQLAlchemy or IPython.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "app_client": "coursekit.client",
+    "run_server": "coursekit.server",
+    "setup_checks": "coursekit.checks",
+    "new_sqlmodel_base": "coursekit.models",
+    "show_versions": "coursekit.versions",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'coursekit' has no attribute {name!r}")

@@ -1,0 +1,178 @@
+"""Generate exercises/ from solutions/: the solutions are the single source.
+
+In a solution's code cell, an answer region is marked
+
+        ### BEGIN SOLUTION: one-line hint for the learner (optional)
+        ...the answer...
+        ### END SOLUTION
+
+and must sit inside a function body, so that the cell still defines every name and
+the checks can call it. In the exercise the region becomes
+
+        # TODO: one-line hint for the learner
+        raise NotImplementedError("not done yet: one-line hint for the learner")
+
+Outputs and execution counts are cleared. Notebook metadata records the lesson id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from coursekit.manifest import CourseError, Lesson, lessons
+
+BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?::\s*(?P<hint>.*\S))?\s*$")
+END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
+KEPT_CELL_METADATA = ("tags",)
+
+
+class MarkerError(CourseError):
+    pass
+
+
+def stub_source(source: str, where: str) -> str:
+    """Replace each answer region of one cell's source with its stub."""
+    out: list[str] = []
+    region_start: int | None = None
+    for number, line in enumerate(source.splitlines(), start=1):
+        begin, end = BEGIN.match(line), END.match(line)
+        if begin:
+            if region_start is not None:
+                raise MarkerError(f"{where}, line {number}: BEGIN SOLUTION inside the region opened at line {region_start}")
+            indent = begin.group("indent")
+            if not indent:
+                raise MarkerError(
+                    f"{where}, line {number}: an answer region must sit inside a function body "
+                    "(indented), so the exercise cell still defines its names"
+                )
+            hint = begin.group("hint") or "replace this line with your code"
+            out.append(f"{indent}# TODO: {hint}")
+            out.append(f"{indent}raise NotImplementedError({('not done yet: ' + hint)!r})")
+            region_start = number
+        elif end:
+            if region_start is None:
+                raise MarkerError(f"{where}, line {number}: END SOLUTION without a BEGIN SOLUTION")
+            region_start = None
+        elif region_start is None:
+            out.append(line)
+    if region_start is not None:
+        raise MarkerError(f"{where}: the region opened at line {region_start} has no END SOLUTION")
+    return "\n".join(out)
+
+
+def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> dict:
+    """The exercise notebook (as a dict) generated from a solution notebook (as a dict)."""
+    cells = []
+    regions = 0
+    for index, cell in enumerate(solution.get("cells", []), start=1):
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        new = {
+            "cell_type": cell["cell_type"],
+            "metadata": {k: v for k, v in cell.get("metadata", {}).items() if k in KEPT_CELL_METADATA},
+            "source": source,
+        }
+        if cell.get("id"):
+            new["id"] = cell["id"]
+        if cell["cell_type"] == "code":
+            stubbed = stub_source(source, f"{source_name}, cell {index}")
+            regions += stubbed != source
+            new.update(source=stubbed, outputs=[], execution_count=None)
+        cells.append(new)
+    if not regions:
+        raise MarkerError(f"{source_name}: no ### BEGIN SOLUTION region: an exercise needs at least one")
+    metadata = {k: v for k, v in solution.get("metadata", {}).items() if k in ("kernelspec", "language_info")}
+    metadata["course"] = {"lesson": lesson_id, "generated_from": source_name}
+    return {
+        "cells": cells,
+        "metadata": metadata,
+        "nbformat": solution.get("nbformat", 4),
+        "nbformat_minor": solution.get("nbformat_minor", 5),
+    }
+
+
+def dumps(notebook: dict) -> str:
+    """Stable notebook text (the layout nbformat and JupyterLab write)."""
+    for cell in notebook["cells"]:
+        if isinstance(cell["source"], str):
+            cell["source"] = cell["source"].splitlines(keepends=True)
+    return json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def generate(lesson: Lesson) -> str:
+    if not lesson.solution.is_file():
+        raise CourseError(f"{lesson.solution.relative_to(lesson.root)} is missing")
+    solution = json.loads(lesson.solution.read_text(encoding="utf-8"))
+    return dumps(exercise_from_solution(solution, lesson.id, f"solutions/{lesson.solution.name}"))
+
+
+def _git_index_text(path: Path, root: Path) -> str | None:
+    """The file as staged in git (None outside git, or when it is not tracked)."""
+    try:
+        done = subprocess.run(
+            ["git", "show", f":{path.relative_to(root).as_posix()}"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+@dataclass
+class BuildResult:
+    lesson: Lesson
+    status: str  # "written", "unchanged", "stale", "learner-edited"
+    saved: Path | None = None  # where a hand-edited exercise was kept before it was rewritten
+
+
+def build(root: Path | None = None, *, check: bool = False, only: list[Lesson] | None = None) -> list[BuildResult]:
+    """Write (or with check=True, only compare) every exercise generated from its solution.
+
+    In check mode an exercise is in sync when the working file, or the version staged
+    in git, equals the generated text: a learner's edits to exercises/ in the working
+    tree are their work, not a stale build ("learner-edited").
+    """
+    results = []
+    for lesson in only or lessons(root):
+        text = generate(lesson)
+        current = lesson.exercise.read_text(encoding="utf-8") if lesson.exercise.is_file() else None
+        if current == text:
+            results.append(BuildResult(lesson, "unchanged"))
+        elif check:
+            staged = _git_index_text(lesson.exercise, lesson.root) if current is not None else None
+            results.append(BuildResult(lesson, "learner-edited" if staged == text else "stale"))
+        else:
+            saved = None
+            if current is not None and current != _git_index_text(lesson.exercise, lesson.root):
+                saved = save_attempt(lesson)  # edited by hand (a learner's work): keep a copy
+            lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
+            lesson.exercise.write_text(text, encoding="utf-8")
+            results.append(BuildResult(lesson, "written", saved))
+    return results
+
+
+def save_attempt(lesson: Lesson) -> Path:
+    """Copy the learner's exercise to attempts/<stem>-<timestamp>.ipynb; return that path."""
+    from datetime import datetime
+
+    folder = lesson.root / "attempts"
+    folder.mkdir(exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = folder / f"{lesson.stem}-{stamp}.ipynb"
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder / f"{lesson.stem}-{stamp}-{n}.ipynb"
+    target.write_bytes(lesson.exercise.read_bytes())
+    return target
+
+
+def reset(lesson: Lesson) -> Path | None:
+    """Regenerate one exercise; the learner's current version is saved first (returned)."""
+    saved = save_attempt(lesson) if lesson.exercise.is_file() else None
+    lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
+    lesson.exercise.write_text(generate(lesson), encoding="utf-8")
+    return saved

@@ -1,0 +1,143 @@
+"""Exercise check cells: ipytest's configuration and the plugin that reports each check.
+
+A check cell is a `%%ipytest` cell of small pytest tests. Each test's outcome is sorted:
+- passed
+- not-started: the code it exercises still raises the stub's NotImplementedError("not done yet ...")
+- failed: an assert did not hold; the message is the assert's message (it teaches)
+- error: anything else (the one-line cause)
+
+In a notebook the plugin prints one line per check. When COURSE_CHECK_REPORT names a
+file (set by `course check`), it also appends one JSON line per check there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+REPORT_ENV = "COURSE_CHECK_REPORT"
+NOT_DONE_MARK = "not done yet"
+SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
+
+INNER_PYTEST_ARGS = [
+    "-q",
+    "--color=no",
+    "-p", "no:warnings",
+    "-p", "no:cacheprovider",
+    # Plugins a check never needs; loading them costs about 2.5 s per check cell.
+    "-p", "no:nbval",
+    "-p", "no:xdist",
+    # The project's own pytest options (--nbval, -n 2, ...) must not leak into the inner run.
+    "-o", "addopts=",
+    "-p", "coursekit.checks",
+]
+
+
+def setup_checks() -> None:
+    """Configure ipytest once per notebook, in its setup cell.
+
+    run_in_thread: `@pytest.mark.anyio` tests need an event loop of their own, and the
+    notebook's loop is already running. raise_on_error: a failing check cell raises,
+    so nbval (and Run All) stop on a solution whose checks fail.
+    """
+    import ipytest
+
+    ipytest.autoconfig(run_in_thread=True, raise_on_error=True, addopts=list(INNER_PYTEST_ARGS))
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """The exception, its causes/contexts and, for groups, their members."""
+    seen: list[BaseException] = []
+    todo = [exc] if exc is not None else []
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo.extend([current.__cause__, current.__context__])
+        todo.extend(getattr(current, "exceptions", ()) or ())
+    return seen
+
+
+def _is_stub(exc: BaseException) -> bool:
+    return isinstance(exc, NotImplementedError) and NOT_DONE_MARK in str(exc).lower()
+
+
+def is_not_done(exc: BaseException | None) -> bool:
+    """True when `exc`, or anything it wraps, is a stub's "not done yet" error."""
+    return any(_is_stub(e) for e in _chain(exc))
+
+
+def first_paragraph(text: str) -> str:
+    """An assert's own message, without pytest's `assert a == b` introspection."""
+    lines = []
+    for line in text.strip().splitlines():
+        if line.startswith("assert ") or not line.strip():
+            break
+        lines.append(line.rstrip())
+    return " ".join(lines).strip()
+
+
+def classify(
+    excinfo: pytest.ExceptionInfo[BaseException] | None, app_errors: list[BaseException]
+) -> tuple[str, str]:
+    """(status, message) for one finished check; app_errors: raised meanwhile by served apps."""
+    if excinfo is None:
+        return "passed", ""
+    exc = excinfo.value
+    stubs = [e for e in _chain(exc) if _is_stub(e)] or [
+        e for app_exc in app_errors for e in _chain(app_exc) if _is_stub(e)
+    ]
+    if stubs:
+        return "not-started", str(stubs[0])
+    if isinstance(exc, AssertionError):
+        return "failed", first_paragraph(str(exc)) or "an assert failed (it has no message)"
+    text = str(exc).strip().splitlines()
+    return "error", f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.results: list[dict[str, str]] = []
+        self._app_errors_before = 0
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        from coursekit.server import RECENT_APP_ERRORS
+
+        self._app_errors_before = len(RECENT_APP_ERRORS)
+        yield
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        outcome = yield
+        report = outcome.get_result()
+        if call.when == "call" or (call.when == "setup" and report.failed):
+            from coursekit.server import RECENT_APP_ERRORS
+
+            new_app_errors = RECENT_APP_ERRORS[self._app_errors_before :] if call.when == "call" else []
+            status, message = classify(call.excinfo, new_app_errors)
+            name = getattr(item, "originalname", None) or item.name
+            self.results.append({"id": name, "status": status, "message": message})
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.results:
+            return
+        terminalreporter.write_line("")
+        for result in self.results:
+            line = f"{SYMBOLS[result['status']]} {result['id']}: {result['status']}"
+            if result["message"]:
+                line += f" — {result['message']}"
+            terminalreporter.write_line(line)
+        path = os.environ.get(REPORT_ENV)
+        if path:
+            with open(path, "a", encoding="utf-8") as report:
+                for result in self.results:
+                    report.write(json.dumps(result) + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_Recorder(), "coursekit-check-recorder")

@@ -1,0 +1,270 @@
+"""The `course` command (also `python -m coursekit`).
+
+  course build [--check]          write exercises/ from solutions/ (or only compare)
+  course check NN|PATH [--json]   run one exercise headless and report each check
+  course status [--json]          every exercise's progress (re-runs only changed ones)
+  course reset NN                 a fresh exercise; your attempt is kept in attempts/
+  course grade DIR [--csv FILE]   check every notebook in a folder of submissions
+  course record NN|all            (authors) re-execute lesson + solution, store outputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from coursekit.manifest import CourseError, Lesson, course_root, find_lesson, lesson_for_notebook, lessons
+
+LABELS = {"passed": "passed", "failed": "FAILED", "not-started": "not started", "error": "ERROR"}
+MARKS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
+STATUS_CACHE = Path(".course") / "status.json"
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _notebook_arg(key: str) -> Path:
+    """An exercise by lesson id/stem, or any notebook path."""
+    path = Path(key)
+    if path.suffix == ".ipynb" or path.exists():
+        if not path.is_file():
+            raise CourseError(f"{key}: no such notebook")
+        return path
+    return find_lesson(key).exercise
+
+
+def _print_report(report) -> None:  # a runner.Report
+    _out(f"{report.notebook}")
+    for check in report.checks:
+        line = f"  {MARKS[check.status]} {check.id:<44} {LABELS[check.status]}"
+        if check.message and check.status != "passed":
+            line += f": {check.message}"
+        _out(line)
+    counts = {s: sum(c.status == s for c in report.checks) for s in LABELS}
+    summary = ", ".join(f"{n} {LABELS[s].lower()}" for s, n in counts.items() if n)
+    _out(f"  {summary}")
+    if report.problem:
+        _out(f"  note: {report.problem}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from coursekit.runner import check
+
+    path = _notebook_arg(args.notebook)
+    report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+    _remember(path, report)
+    if args.json:
+        _out(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_report(report)
+    return 0 if report.all_passed else 1
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_path() -> Path:
+    return course_root() / STATUS_CACHE
+
+
+def _load_cache() -> dict:
+    try:
+        return json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(path: Path, report) -> None:
+    cache = _load_cache()
+    cache[str(path.resolve())] = {"sha256": _digest(path), "report": report.to_json()}
+    _cache_path().parent.mkdir(exist_ok=True)
+    _cache_path().write_text(json.dumps(cache, indent=1), encoding="utf-8")
+
+
+def _untouched_report(lesson: Lesson) -> dict | None:
+    """A pristine exercise (as generated) has every check not started: no need to run it."""
+    from coursekit.build import generate
+    from coursekit.runner import notebook_check_ids, read_notebook
+
+    if lesson.exercise.read_text(encoding="utf-8") != generate(lesson):
+        return None
+    ids = notebook_check_ids(read_notebook(lesson.solution))
+    return {
+        "notebook": str(lesson.exercise),
+        "checks": [{"id": i, "status": "not-started", "message": "untouched since generated"} for i in ids],
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cache = _load_cache()
+    rows = []
+    for lesson in lessons():
+        path = lesson.exercise
+        if not path.is_file():
+            rows.append((lesson, None, "missing: run `course reset " + lesson.id + "`"))
+            continue
+        entry = cache.get(str(path.resolve()))
+        if entry and entry["sha256"] == _digest(path):
+            data = entry["report"]
+        elif (data := _untouched_report(lesson)) is None:
+            from coursekit.runner import check
+
+            if not args.json:
+                _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
+            report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+            _remember(path, report)
+            data = report.to_json()
+        rows.append((lesson, data, ""))
+    if args.json:
+        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note})} for lesson, data, note in rows], indent=2))
+        return 0
+    _out(f"{'lesson':<44} {'passed':>7}  progress")
+    for lesson, data, note in rows:
+        name = f"{lesson.id} {lesson.title}"[:44]
+        if data is None:
+            _out(f"{name:<44} {'-':>7}  {note}")
+            continue
+        checks = data["checks"]
+        passed = sum(c["status"] == "passed" for c in checks)
+        bar = "".join(MARKS[c["status"]] for c in checks)
+        _out(f"{name:<44} {passed:>3}/{len(checks):<3}  {bar}")
+    _out(f"\n{MARKS['passed']} passed  {MARKS['failed']} failed  {MARKS['not-started']} not started  {MARKS['error']} error"
+         "   details: course check NN")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from coursekit.build import build
+
+    results = build(check=args.check)
+    stale = [r for r in results if r.status == "stale"]
+    for r in results:
+        rel = r.lesson.exercise.relative_to(r.lesson.root)
+        if r.status == "stale":
+            _out(f"stale: {rel} differs from what {r.lesson.solution.relative_to(r.lesson.root)} generates")
+        elif r.status == "written":
+            _out(f"wrote {rel}" + (f" (the previous version, edited by hand, is kept in {r.saved.relative_to(r.lesson.root)})" if r.saved else ""))
+        elif r.status == "learner-edited":
+            _out(f"ok: {rel} (edited in the working tree; the committed version is current)")
+    if args.check:
+        if stale:
+            _out("exercises/ is out of date: run `course build` and commit the result")
+            return 1
+        _out(f"exercises/ is in sync with solutions/ ({len(results)} notebooks)")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from coursekit.build import reset
+
+    lesson = find_lesson(args.lesson)
+    saved = reset(lesson)
+    rel = lesson.exercise.relative_to(lesson.root)
+    _out(f"{rel} is fresh again." + (f" Your attempt is kept in {saved.relative_to(lesson.root)}" if saved else ""))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from coursekit.runner import check
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise CourseError(f"{folder}: not a folder")
+    notebooks = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    if not notebooks:
+        raise CourseError(f"{folder}: no .ipynb files in it")
+    rows = []
+    for path in notebooks:
+        lesson = lesson_for_notebook(path)
+        if lesson is None:
+            rows.append({"notebook": str(path), "lesson": "", "passed": 0, "total": 0, "problem": "cannot tell which lesson this is"})
+            continue
+        try:
+            report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+        except CourseError as exc:
+            rows.append({"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0, "problem": str(exc)})
+            continue
+        passed = sum(c.status == "passed" for c in report.checks)
+        rows.append({"notebook": str(path), "lesson": lesson.id, "passed": passed, "total": len(report.checks),
+                     "problem": report.problem, **{c.id: c.status for c in report.checks}})
+        _out(f"{path}: {passed}/{len(report.checks)} checks passed" + (f" ({report.problem})" if report.problem else ""))
+    if args.csv:
+        fields = ["notebook", "lesson", "passed", "total", "problem"]
+        fields += sorted({k for row in rows for k in row} - set(fields))
+        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        _out(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from coursekit.build import build
+    from coursekit.record import record
+
+    chosen = list(lessons()) if args.lesson == "all" else [find_lesson(args.lesson)]
+    for lesson in chosen:
+        for path in (lesson.notebook, lesson.solution):
+            seconds = record(path)
+            _out(f"recorded {path.relative_to(lesson.root)} ({seconds:.1f} s)")
+    build(only=chosen)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="course", description="FastAPI Advanced Patterns: course tools")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="write exercises/ from solutions/")
+    b.add_argument("--check", action="store_true", help="only compare; exit 1 when exercises/ is stale")
+    b.set_defaults(func=cmd_build)
+
+    for name, func, helptext in (("check", cmd_check, "run one exercise and report each check"),
+                                 ("status", cmd_status, "progress of every exercise"),
+                                 ("grade", cmd_grade, "check every notebook in a folder")):
+        c = sub.add_parser(name, help=helptext)
+        if name == "check":
+            c.add_argument("notebook", help="lesson id (01), stem, or a notebook path")
+        if name == "grade":
+            c.add_argument("folder")
+            c.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
+        if name != "grade":
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")
+        c.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")
+        c.set_defaults(func=func)
+
+    r = sub.add_parser("reset", help="fresh exercise; your attempt is kept in attempts/")
+    r.add_argument("lesson")
+    r.set_defaults(func=cmd_reset)
+
+    rec = sub.add_parser("record", help="(authors) execute lesson + solution in place, rebuild the exercise")
+    rec.add_argument("lesson", help="lesson id, or all")
+    rec.set_defaults(func=cmd_record)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    # jsonschema (imported by nbformat) compiles an IRI grammar from rfc3987_syntax on import,
+    # about 2 s on this stack; notebooks hold no IRI formats, so the CLI goes without it.
+    sys.modules.setdefault("rfc3987_syntax", None)
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CourseError as exc:
+        print(f"course: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("course: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Run a notebook headless and report each check (what `course check` and the tests use)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from coursekit.checks import REPORT_ENV
+from coursekit.manifest import CourseError, lesson_for_notebook
+
+STATUSES = ("passed", "failed", "not-started", "error")
+CHECK_MAGIC = "%%ipytest"
+
+
+@dataclass
+class CheckResult:
+    id: str
+    status: str
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    """One "Run All": the first cell error (if any) and every check's result."""
+
+    checks: list[CheckResult]
+    cell_errors: list[str] = field(default_factory=list)  # "cell 4: NameError: name 'x' is not defined"
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    notebook: str
+    checks: list[CheckResult]
+    problem: str = ""  # one line about the notebook itself (syntax error, timeout, ...)
+
+    @property
+    def all_passed(self) -> bool:
+        return bool(self.checks) and all(c.status == "passed" for c in self.checks)
+
+    def to_json(self) -> dict:
+        data = {"notebook": self.notebook, "checks": [asdict(c) for c in self.checks]}
+        if self.problem:
+            data["problem"] = self.problem
+        return data
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def check_ids(cell_source: str) -> list[str]:
+    """Names of the test functions in one %%ipytest cell (in order)."""
+    body = cell_source.split("\n", 1)[1] if "\n" in cell_source else ""
+    try:
+        tree = ast.parse(body)
+    except SyntaxError:
+        return re.findall(r"^\s*(?:async\s+)?def\s+(test_\w+)", body, flags=re.M)
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+    ]
+
+
+def notebook_check_ids(notebook: dict) -> list[str]:
+    ids: list[str] = []
+    for cell in notebook.get("cells", []):
+        source = _source(cell)
+        if cell.get("cell_type") == "code" and source.lstrip().startswith(CHECK_MAGIC):
+            ids.extend(check_ids(source.lstrip()))
+    return ids
+
+
+def read_notebook(path: Path) -> dict:
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CourseError(f"{path}: no such notebook") from None
+    except (OSError, ValueError) as exc:
+        raise CourseError(f"{path}: not a readable notebook ({exc})") from None
+    if not isinstance(notebook, dict) or "cells" not in notebook:
+        raise CourseError(f"{path}: not a notebook (no cells)")
+    return notebook
+
+
+def _report_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _first_error(cell: dict) -> str | None:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            value = str(output.get("evalue", "")).strip().splitlines()
+            return f"{output.get('ename')}: {value[0]}" if value else str(output.get("ename"))
+    return None
+
+
+def execute(
+    path: Path,
+    *,
+    runs: int = 1,
+    cell_timeout: float = 120,
+    total_timeout: float = 600,
+    kernel_name: str = "python3",
+) -> list[RunResult]:
+    """Run every cell of a notebook `runs` times in ONE kernel ("Run All" repeated).
+
+    Errors do not stop the run: each later cell still executes, as each check is
+    reported on its own. A cell that runs past its time is interrupted and reported.
+    The notebook file is not modified.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    notebook = nbformat.reads(json.dumps(read_notebook(path)), as_version=4)
+    with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
+        report_file = Path(tmp) / "checks.jsonl"
+        env = {**os.environ, REPORT_ENV: str(report_file), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        client = NotebookClient(
+            notebook,
+            timeout=cell_timeout,
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            kernel_name=kernel_name,
+            record_timing=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport warning on stderr
+            resources={"metadata": {"path": str(path.parent.resolve())}},
+        )
+        results: list[RunResult] = []
+        deadline = time.monotonic() + total_timeout
+        with client.setup_kernel(env=env):
+            for _ in range(runs):
+                started = time.monotonic()
+                errors: list[str] = []
+                for index, cell in enumerate(notebook.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        errors.append(f"cell {index + 1}: not run, the notebook's time limit ({total_timeout:.0f} s) was used up")
+                        break
+                    client.timeout = min(cell_timeout, left)
+                    cell.outputs = []
+                    size_before = _report_size(report_file)
+                    try:
+                        client.execute_cell(cell, index)
+                    except CellTimeoutError:
+                        errors.append(f"cell {index + 1}: still running after {client.timeout:.0f} s, interrupted (an endless loop or a wait that never ends?)")
+                        continue
+                    except DeadKernelError:
+                        errors.append(f"cell {index + 1}: the kernel died (out of memory, or the process exited)")
+                        break
+                    problem = _first_error(cell)
+                    if problem is None or problem.startswith("NotImplementedError: not done yet"):
+                        continue  # a stub raising is the exercise's normal state, not a problem
+                    is_check_cell = cell.source.lstrip().startswith(CHECK_MAGIC)
+                    if is_check_cell and _report_size(report_file) > size_before:
+                        continue  # checks ran and reported: failing checks are results, not problems
+                    errors.append(f"cell {index + 1}: {problem}")
+                recorded = []
+                if report_file.exists():
+                    recorded = [json.loads(line) for line in report_file.read_text(encoding="utf-8").splitlines() if line]
+                    report_file.unlink()
+                results.append(
+                    RunResult(
+                        checks=[CheckResult(r["id"], r["status"], r["message"]) for r in recorded],
+                        cell_errors=errors,
+                        seconds=time.monotonic() - started,
+                    )
+                )
+    return results
+
+
+def expected_checks(path: Path, notebook: dict) -> list[str]:
+    """The checks a notebook should have: its lesson's solution's, else its own."""
+    lesson = None
+    try:
+        lesson = lesson_for_notebook(path)
+    except CourseError:
+        pass
+    if lesson is not None and lesson.solution.is_file() and lesson.solution.resolve() != path.resolve():
+        return notebook_check_ids(read_notebook(lesson.solution))
+    return notebook_check_ids(notebook)
+
+
+def check(path: Path, *, cell_timeout: float = 120, total_timeout: float = 600) -> Report:
+    """Run one exercise (or any) notebook and report every expected check."""
+    path = Path(path)
+    notebook = read_notebook(path)
+    expected = expected_checks(path, notebook)
+    present = set(notebook_check_ids(notebook))
+    if not expected:
+        raise CourseError(f"{path}: has no check cells (%%ipytest cells with test_ functions)")
+    run = execute(path, cell_timeout=cell_timeout, total_timeout=total_timeout)[0]
+    got: dict[str, CheckResult] = {}
+    for result in run.checks:
+        got[result.id] = result  # the last run of a check wins (a cell run twice)
+    problem = run.cell_errors[0] if run.cell_errors else ""
+    checks = []
+    for check_id in expected:
+        if check_id in got:
+            checks.append(got[check_id])
+        elif check_id not in present:
+            checks.append(CheckResult(check_id, "error", "this check is not in the notebook (a check cell was deleted or edited?): `course reset` restores it and keeps your work"))
+        else:
+            checks.append(CheckResult(check_id, "error", f"did not run: {problem}" if problem else "did not run"))
+    for result in run.checks:  # checks a learner added: report them too
+        if result.id not in expected:
+            checks.append(result)
+    return Report(notebook=str(path), checks=checks, problem=problem)

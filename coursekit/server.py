@@ -1,0 +1,115 @@
+"""A real uvicorn server inside a notebook or a test.
+
+In-process clients (httpx.ASGITransport) hide some truths: they buffer a whole
+streamed body, wait for background tasks before returning, and cannot disconnect
+mid-stream. A real server on 127.0.0.1 shows what a real client sees.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+# Exceptions raised by apps served here, newest last (bounded). The check plugin reads
+# it to tell a stub's "not done yet" behind a 500 from a real failure.
+RECENT_APP_ERRORS: list[BaseException] = []
+_MAX_RECENT = 50
+
+
+@dataclass
+class RunningServer:
+    """What `run_server` yields: the base URL, and the exceptions the app raised."""
+
+    url: str
+    host: str
+    port: int
+    errors: list[BaseException] = field(default_factory=list)
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def _recording(app: Any, errors: list[BaseException]) -> Any:
+    """Wrap an ASGI app so exceptions it raises are recorded (then re-raised as usual)."""
+
+    async def wrapper(scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except BaseException as exc:  # recorded, never swallowed
+            if scope.get("type") != "lifespan":
+                errors.append(exc)
+                RECENT_APP_ERRORS.append(exc)
+                del RECENT_APP_ERRORS[:-_MAX_RECENT]
+            raise
+
+    return wrapper
+
+
+@contextmanager
+def run_server(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    log_level: str = "warning",
+    startup_timeout: float = 10.0,
+    shutdown_timeout: float = 5.0,
+    **config_kwargs: Any,
+) -> Iterator[RunningServer]:
+    """Serve `app` with uvicorn in a background thread on a free port of 127.0.0.1.
+
+        with run_server(app) as server:
+            r = httpx.get(f"{server.url}/tasks")
+
+    The server gets its own event loop in its own thread, as a separate server process
+    would: a blocking call in the app stalls the server, not your notebook. On leaving
+    the block (also when it raises) the server shuts down, its thread is joined and its
+    port is closed. Open streams get `shutdown_timeout` seconds to finish.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))  # port 0: the OS picks a free port, no race with other servers
+    port = sock.getsockname()[1]
+    running = RunningServer(url=f"http://{host}:{port}", host=host, port=port)
+    config = uvicorn.Config(
+        _recording(app, running.errors),
+        log_level=log_level,
+        timeout_graceful_shutdown=shutdown_timeout,
+        **config_kwargs,
+    )
+    server = uvicorn.Server(config)
+    crash: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported to the caller below
+            crash.append(exc)
+
+    thread = threading.Thread(target=serve, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                cause = crash[0] if crash else None
+                raise ServerStartError(
+                    f"uvicorn did not start on {running.url} within {startup_timeout} s"
+                    + (f": {type(cause).__name__}: {cause}" if cause else " (see the log above: lifespan startup may have failed)")
+                ) from cause
+            time.sleep(0.005)
+        yield running
+    finally:
+        server.should_exit = True
+        thread.join(shutdown_timeout + 2)
+        if thread.is_alive():  # a connection that would not close: stop without waiting
+            server.force_exit = True
+            thread.join(2)
+        sock.close()

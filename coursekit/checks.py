@@ -25,6 +25,9 @@ SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
 INNER_PYTEST_ARGS = [
     "-q",
     "--color=no",
+    "--tb=short",
+    # No "[100%]" progress padded to the terminal's width: outputs nbval compares stay stable.
+    "-o", "console_output_style=classic",
     "-p", "no:warnings",
     "-p", "no:cacheprovider",
     # Plugins a check never needs; loading them costs about 2.5 s per check cell.

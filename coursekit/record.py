@@ -36,6 +36,7 @@ def record(path: Path, *, cell_timeout: float = 300) -> float:
         timeout=cell_timeout,
         kernel_name="python3",
         record_timing=False,
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(path.parent.resolve())}},
     ).execute()
     data = clean(json.loads(nbformat.writes(notebook)))

@@ -46,3 +46,16 @@ def test_start_py_refuses_an_old_python_with_a_clear_message():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "needs Python 3.11 or newer" in done.stderr
+
+
+def test_pytest_nbval_never_collects_exercises():
+    """An instructor's `pytest --nbval` validates lessons and solutions, never learners' unfinished work."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "--collect-only", "-q", "-p", "no:xdist", "-o", "addopts="],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert any(line.startswith("notebooks/") for line in collected)
+    assert any(line.startswith("solutions/") for line in collected)
+    assert not [line for line in collected if line.startswith("exercises/")]

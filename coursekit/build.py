@@ -172,7 +172,9 @@ def save_attempt(lesson: Lesson) -> Path:
 
 def reset(lesson: Lesson) -> Path | None:
     """Regenerate one exercise; the learner's current version is saved first (returned)."""
-    saved = save_attempt(lesson) if lesson.exercise.is_file() else None
+    fresh = generate(lesson)
+    current = lesson.exercise.read_text(encoding="utf-8") if lesson.exercise.is_file() else None
+    saved = save_attempt(lesson) if current not in (None, fresh) else None  # nothing to keep when untouched
     lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
-    lesson.exercise.write_text(generate(lesson), encoding="utf-8")
+    lesson.exercise.write_text(fresh, encoding="utf-8")
     return saved

@@ -21,12 +21,15 @@ import pytest
 REPORT_ENV = "COURSE_CHECK_REPORT"
 NOT_DONE_MARK = "not done yet"
 SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
+LABELS = {"passed": "passed", "failed": "failed", "not-started": "not started", "error": "error"}
 
 INNER_PYTEST_ARGS = [
     "-q",
     "--color=no",
-    "--tb=short",
-    # No "[100%]" progress padded to the terminal's width: outputs nbval compares stay stable.
+    # The plugin below prints one line per check with its teaching message: pytest's own
+    # tracebacks and progress dots would bury it.
+    "--tb=no",
+    "-rN",
     "-o", "console_output_style=classic",
     "-p", "no:warnings",
     "-p", "no:cacheprovider",
@@ -99,7 +102,24 @@ def classify(
     if isinstance(exc, AssertionError):
         return "failed", first_paragraph(str(exc)) or "an assert failed (it has no message)"
     text = str(exc).strip().splitlines()
-    return "error", f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    message = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return "error", message + _where_in_notebook(excinfo)
+
+
+def _where_in_notebook(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """", raised in create_task: `return tasks[task_id]`" for the innermost frame of a notebook cell.
+
+    Each notebook cell's code runs from its own file, /tmp/ipykernel_<pid>/<hash>.py: a frame from
+    such a file other than the check cell's is the learner's code.
+    """
+    try:
+        check_files = {entry.path for entry in excinfo.traceback if entry.name.startswith("test_")}
+        for entry in reversed(excinfo.traceback):
+            if "ipykernel_" in str(entry.path) and entry.path not in check_files:
+                return f", raised in {entry.name}: `{str(entry.statement).strip()}`"
+    except Exception:  # a location is a courtesy: never let it hide the result
+        pass
+    return ""
 
 
 class _Recorder:
@@ -126,14 +146,21 @@ class _Recorder:
             name = getattr(item, "originalname", None) or item.name
             self.results.append({"id": name, "status": status, "message": message})
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
+        """No progress letters (".F"): the one-line-per-check summary says it better."""
+        if report.when == "call" or report.failed:
+            return report.outcome, "", report.outcome.upper()
+        return None
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results:
             return
         terminalreporter.write_line("")
         for result in self.results:
-            line = f"{SYMBOLS[result['status']]} {result['id']}: {result['status']}"
+            line = f"{SYMBOLS[result['status']]} {result['id']}: {LABELS[result['status']]}"
             if result["message"]:
-                line += f" — {result['message']}"
+                line += f": {result['message']}"
             terminalreporter.write_line(line)
         path = os.environ.get(REPORT_ENV)
         if path:

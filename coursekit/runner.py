@@ -109,18 +109,20 @@ def execute(
     cell_timeout: float = 120,
     total_timeout: float = 600,
     kernel_name: str = "python3",
+    notebook_data: dict | None = None,
 ) -> list[RunResult]:
     """Run every cell of a notebook `runs` times in ONE kernel ("Run All" repeated).
 
     Errors do not stop the run: each later cell still executes, as each check is
     reported on its own. A cell that runs past its time is interrupted and reported.
-    The notebook file is not modified.
+    The notebook file is not modified. `notebook_data`, when given, is run instead of the
+    file's content (in the file's folder).
     """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    notebook = nbformat.reads(json.dumps(read_notebook(path)), as_version=4)
+    notebook = nbformat.reads(json.dumps(notebook_data or read_notebook(path)), as_version=4)
     with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
         report_file = Path(tmp) / "checks.jsonl"
         env = {**os.environ, REPORT_ENV: str(report_file), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
@@ -195,25 +197,66 @@ def expected_checks(path: Path, notebook: dict) -> list[str]:
     return notebook_check_ids(notebook)
 
 
-def check(path: Path, *, cell_timeout: float = 120, total_timeout: float = 600) -> Report:
-    """Run one exercise (or any) notebook and report every expected check."""
+def _is_check_cell(cell: dict) -> bool:
+    return cell.get("cell_type") == "code" and _source(cell).lstrip().startswith(CHECK_MAGIC)
+
+
+def with_original_checks(notebook: dict, solution: dict) -> tuple[dict, bool]:
+    """The notebook with its check cells replaced by the solution's, in order (missing ones appended).
+
+    Returns (notebook, whether any check cell differed): a grader must not trust checks that a
+    submission could have edited into `def test_...(): pass`.
+    """
+    originals = [cell for cell in solution["cells"] if _is_check_cell(cell)]
+    cells, used, changed = [], 0, False
+    for cell in notebook["cells"]:
+        if _is_check_cell(cell):
+            if used < len(originals):
+                changed |= _source(cell) != _source(originals[used])
+                cells.append({**cell, "source": _source(originals[used])})
+                used += 1
+            else:
+                changed = True  # an extra check cell of the submission's: not graded
+            continue
+        cells.append(cell)
+    if used < len(originals):
+        changed = True
+        cells.extend({**cell, "outputs": [], "execution_count": None} for cell in originals[used:])
+    return {**notebook, "cells": cells}, changed
+
+
+def check(path: Path, *, cell_timeout: float = 120, total_timeout: float = 600, original_checks: bool = False) -> Report:
+    """Run one exercise (or any) notebook and report every expected check.
+
+    original_checks=True (grading): the lesson's solution's check cells are run in place of the
+    notebook's own, and an edited check cell is reported as a problem.
+    """
     path = Path(path)
     notebook = read_notebook(path)
     expected = expected_checks(path, notebook)
     present = set(notebook_check_ids(notebook))
     if not expected:
         raise CourseError(f"{path}: has no check cells (%%ipytest cells with test_ functions)")
-    run = execute(path, cell_timeout=cell_timeout, total_timeout=total_timeout)[0]
+    edited = False
+    if original_checks:
+        lesson = lesson_for_notebook(path)
+        if lesson is None or not lesson.solution.is_file():
+            raise CourseError(f"{path}: cannot tell which lesson this is, so its checks cannot be verified")
+        notebook, edited = with_original_checks(notebook, read_notebook(lesson.solution))
+        present = set(expected)
+    run = execute(path, cell_timeout=cell_timeout, total_timeout=total_timeout, notebook_data=notebook)[0]
     got: dict[str, CheckResult] = {}
     for result in run.checks:
         got[result.id] = result  # the last run of a check wins (a cell run twice)
     problem = run.cell_errors[0] if run.cell_errors else ""
+    if edited:
+        problem = "its check cells differ from the course's: graded with the original checks" + (f"; {problem}" if problem else "")
     checks = []
     for check_id in expected:
         if check_id in got:
             checks.append(got[check_id])
         elif check_id not in present:
-            checks.append(CheckResult(check_id, "error", "this check is not in the notebook (a check cell was deleted or edited?): `course reset` restores it and keeps your work"))
+            checks.append(CheckResult(check_id, "error", "this check is not in the notebook (a check cell was deleted or edited?): `course reset NN` gives a fresh exercise with every check; your attempt is saved in attempts/ to copy your code back from"))
         else:
             checks.append(CheckResult(check_id, "error", f"did not run: {problem}" if problem else "did not run"))
     for result in run.checks:  # checks a learner added: report them too

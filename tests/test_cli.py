@@ -161,3 +161,21 @@ def test_grade_a_folder_of_submissions(tmp_path):
     rows = {Path(r["notebook"]).name: r for r in csv.DictReader(out.open())}
     assert rows["ada-00_start_here.ipynb"]["passed"] == "2" and rows["ada-00_start_here.ipynb"]["total"] == "2"
     assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"
+
+
+def test_grading_runs_the_courses_checks_not_the_submissions(tmp_path):
+    """A submission whose check cell was edited into `pass` must not score."""
+    exercise = json.loads((ROOT / "exercises/00_start_here.ipynb").read_text())
+    for cell in exercise["cells"]:
+        if "%%ipytest" in "".join(cell["source"]):
+            cell["source"] = "%%ipytest\ndef test_hello_greets_by_name():\n    pass\n\ndef test_hello_defaults_to_world():\n    pass\n"
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (submissions / "mallory.ipynb").write_text(json.dumps(exercise))  # lesson known from metadata
+    out = tmp_path / "grades.csv"
+    done = course("grade", str(submissions), "--csv", str(out))
+    (row,) = csv.DictReader(out.open())
+    assert row["passed"] == "0", done.stdout
+    assert row["test_hello_greets_by_name"] == "not-started"
+    assert "graded with the original checks" in row["problem"]
+    assert course("check", str(submissions / "mallory.ipynb")).returncode == 0  # the learner's own run trusts them

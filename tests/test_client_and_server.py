@@ -98,3 +98,28 @@ def test_run_server_reports_a_failing_startup():
         with run_server(FastAPI(lifespan=broken), startup_timeout=5):
             pass
     assert threading.active_count() == threads_before
+
+
+def test_run_server_connections_have_tcp_nodelay():
+    """Keep-alive responses must not wait ~40 ms for Nagle + delayed ACK.
+
+    asyncio sets TCP_NODELAY on accepted connections only when the listening socket's proto is
+    IPPROTO_TCP (socket.socket(AF_INET, SOCK_STREAM) has proto 0). uvicorn writes headers and body
+    separately, so without it every request after the first on a connection stalled: lessons that
+    time requests through run_server would have measured the TCP stack, not the server.
+    """
+    import asyncio
+    import gc
+
+    with run_server(make_app()) as server:
+        with socket.create_connection((server.host, server.port), timeout=5) as conn:
+            conn.sendall(b"GET /greet HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert b"200 OK" in conn.recv(4096)
+            client_end = conn.getsockname()
+            accepted = [
+                obj.get_extra_info("socket")
+                for obj in gc.get_objects()
+                if isinstance(obj, asyncio.Transport) and obj.get_extra_info("peername") == client_end
+            ]
+            assert len(accepted) == 1, "the server's end of the connection was not found"
+            assert accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -59,7 +59,12 @@ def setup() -> None:
 
 def jupyter_command(extra: list[str] | None = None, python: str | None = None) -> list[str]:
     """The command that opens the course in JupyterLab (a test starts it headless)."""
-    return [python or str(venv_python()), "-m", "jupyter", "lab", START_NOTEBOOK, *(extra or [])]
+    command = [python or str(venv_python()), "-m", "jupyter", "lab", START_NOTEBOOK,
+               # the whole course in the file browser, not only the start notebook's folder
+               f"--ServerApp.root_dir={ROOT}", *(extra or [])]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI run as root; Jupyter refuses it otherwise
+    return command
 
 
 def main(argv: list[str]) -> int:

@@ -38,8 +38,16 @@ def _notebook_arg(key: str) -> Path:
     return find_lesson(key).exercise
 
 
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def _print_report(report) -> None:  # a runner.Report
-    _out(f"{report.notebook}")
+    _out(_shown(report.notebook))
     for check in report.checks:
         line = f"  {MARKS[check.status]} {check.id:<44} {LABELS[check.status]}"
         if check.message and check.status != "passed":

@@ -102,7 +102,7 @@ def lesson_for_notebook(path: Path, root: Path | None = None) -> Lesson | None:
     if meta.get("lesson") in by_id:
         return by_id[meta["lesson"]]
     for lesson in lessons(root):
-        if path.stem == lesson.stem or path.stem.startswith(lesson.stem):
+        if lesson.stem in path.stem:  # "ada-01_status_codes..." too
             return lesson
-    match = re.match(r"(\d\d)[_\-]", path.name)
+    match = re.search(r"(?:^|\D)(\d\d)[_\-]", path.name)
     return by_id.get(match.group(1)) if match else None

@@ -31,14 +31,23 @@ def record(path: Path, *, cell_timeout: float = 300) -> float:
 
     started = time.monotonic()
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
+    from nbclient.exceptions import CellExecutionError
+
+    from coursekit.manifest import CourseError
+
+    client = NotebookClient(
         notebook,
         timeout=cell_timeout,
         kernel_name="python3",
         record_timing=False,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(path.parent.resolve())}},
-    ).execute()
+    )
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        failed = next((i for i, c in enumerate(notebook.cells, 1) if any(o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
+        raise CourseError(f"{path.name}: cell {failed} raised {exc.ename}: {exc.evalue} (nothing was written)") from None
     data = clean(json.loads(nbformat.writes(notebook)))
     path.write_text(dumps(data), encoding="utf-8")
     return time.monotonic() - started

@@ -159,6 +159,10 @@ def execute(
                         errors.append(f"cell {index + 1}: the kernel died (out of memory, or the process exited)")
                         break
                     problem = _first_error(cell)
+                    if problem is not None and problem.startswith("KeyboardInterrupt"):
+                        # nbclient interrupted the kernel at the time limit (interrupt_on_timeout)
+                        errors.append(f"cell {index + 1}: still running after {client.timeout:.0f} s, interrupted (an endless loop or a wait that never ends?)")
+                        continue
                     if problem is None or problem.startswith("NotImplementedError: not done yet"):
                         continue  # a stub raising is the exercise's normal state, not a problem
                     is_check_cell = cell.source.lstrip().startswith(CHECK_MAGIC)

@@ -1,0 +1,121 @@
+"""The exercise builder: markers, stubs, staleness, resets that keep the learner's work."""
+
+import json
+import subprocess
+
+import pytest
+
+from coursekit.build import MarkerError, build, exercise_from_solution, reset, stub_source
+from coursekit.manifest import lessons
+from tests.conftest import write_notebook
+
+SOLUTION_CELL = '''def add(a, b):
+    ### BEGIN SOLUTION: return the sum
+    total = a + b
+    return total
+    ### END SOLUTION
+'''
+
+
+def test_a_region_becomes_a_stub_that_says_not_done_yet():
+    stub = stub_source(SOLUTION_CELL, "cell 1")
+    assert "total" not in stub
+    assert "    # TODO: return the sum" in stub
+    assert "    raise NotImplementedError('not done yet: return the sum')" in stub
+    namespace: dict = {}
+    exec(stub, namespace)  # the cell still defines its names
+    with pytest.raises(NotImplementedError, match="not done yet"):
+        namespace["add"](1, 2)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "inside a function body"),
+        ("def f():\n    ### BEGIN SOLUTION\n    return 1", "no END SOLUTION"),
+        ("def f():\n    return 1\n    ### END SOLUTION", "without a BEGIN"),
+        ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n", "inside the region"),
+    ],
+)
+def test_bad_markers_are_refused_with_the_place(source, message):
+    with pytest.raises(MarkerError, match=message) as info:
+        stub_source(source, "solutions/x.ipynb, cell 3")
+    assert "cell 3" in str(info.value)
+
+
+def test_exercise_has_no_outputs_and_records_its_lesson():
+    solution = {
+        "cells": [
+            {"cell_type": "code", "metadata": {"tags": ["x"], "collapsed": True}, "source": SOLUTION_CELL,
+             "outputs": [{"output_type": "stream", "name": "stdout", "text": "3"}], "execution_count": 4},
+            {"cell_type": "markdown", "metadata": {}, "source": "# Title"},
+        ],
+        "metadata": {"kernelspec": {"name": "python3"}, "widgets": {}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    exercise = exercise_from_solution(solution, "07", "solutions/07_x.ipynb")
+    code = exercise["cells"][0]
+    assert code["outputs"] == [] and code["execution_count"] is None
+    assert code["metadata"] == {"tags": ["x"]}
+    assert exercise["metadata"]["course"] == {"lesson": "07", "generated_from": "solutions/07_x.ipynb"}
+    assert "widgets" not in exercise["metadata"]
+
+
+def test_a_solution_without_regions_is_refused():
+    solution = {"cells": [{"cell_type": "code", "metadata": {}, "source": "x = 1", "outputs": []}], "metadata": {}}
+    with pytest.raises(MarkerError, match="no ### BEGIN SOLUTION"):
+        exercise_from_solution(solution, "07", "solutions/07_x.ipynb")
+
+
+@pytest.fixture
+def course(tmp_path):
+    (tmp_path / "course.toml").write_text(
+        '[[lesson]]\nid = "01"\nslug = "demo"\ntitle = "Demo"\nsummary = "A demo."\n'
+    )
+    write_notebook(tmp_path / "solutions/01_demo.ipynb", [("code", SOLUTION_CELL)])
+    return tmp_path
+
+
+def test_build_writes_then_check_reports_in_sync_or_stale(course):
+    assert [r.status for r in build(course)] == ["written"]
+    assert [r.status for r in build(course, check=True)] == ["unchanged"]
+    write_notebook(course / "solutions/01_demo.ipynb", [("code", SOLUTION_CELL.replace("sum", "total"))])
+    assert [r.status for r in build(course, check=True)] == ["stale"]
+
+
+def test_a_learners_edit_is_not_stale_when_git_has_the_generated_version(course):
+    build(course)
+    subprocess.run(["git", "init", "-q"], cwd=course, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=course, check=True)
+    exercise = course / "exercises/01_demo.ipynb"
+    exercise.write_text(exercise.read_text().replace("raise NotImplementedError", "return a + b  #"))
+    assert [r.status for r in build(course, check=True)] == ["learner-edited"]
+
+
+def test_build_and_reset_keep_the_learners_attempt(course):
+    build(course)
+    exercise = course / "exercises/01_demo.ipynb"
+    attempt = exercise.read_text().replace("raise NotImplementedError('not done yet: return the sum')", "return a + b")
+    exercise.write_text(attempt)
+    (lesson,) = lessons(course)
+    saved = reset(lesson)
+    assert saved.parent == course / "attempts" and saved.read_text() == attempt
+    assert "not done yet" in exercise.read_text()
+    exercise.write_text(attempt)
+    (result,) = build(course)  # outside git: a hand-edited exercise is saved before it is rewritten
+    assert result.saved is not None and result.saved.read_text() == attempt
+
+
+def test_committed_exercises_are_in_sync_with_solutions():
+    results = build(check=True)
+    stale = [r.lesson.stem for r in results if r.status == "stale"]
+    assert not stale, f"exercises/ is stale for {stale}: run `course build` and commit"
+
+
+def test_generated_exercises_are_valid_notebooks():
+    import nbformat
+
+    for lesson in lessons():
+        nbformat.validate(nbformat.reads(lesson.exercise.read_text(), as_version=4))
+        assert json.loads(lesson.exercise.read_text())["metadata"]["course"]["lesson"] == lesson.id

@@ -1,0 +1,163 @@
+"""The `course` CLI as a learner and an instructor use it, broken notebooks included."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, write_notebook
+
+CHECKS = '''%%ipytest
+import pytest
+
+def test_passes():
+    assert add(1, 2) == 3
+
+def test_fails():
+    assert add(2, 2) == 5, "add(2, 2) should be 5 in this test, to fail on purpose"
+
+def test_not_started():
+    assert todo() == 1
+
+def test_errors():
+    {}["missing"]
+'''
+SETUP = '''from coursekit import setup_checks
+setup_checks()
+
+def add(a, b):
+    return a + b
+
+def todo():
+    raise NotImplementedError("not done yet: write todo")
+'''
+
+
+def course(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "coursekit", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def test_check_reports_each_status_as_json(tmp_path):
+    notebook = write_notebook(tmp_path / "mine.ipynb", [("code", SETUP), ("code", CHECKS)])
+    done = course("check", str(notebook), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["notebook"] == str(notebook)
+    assert [(c["id"], c["status"]) for c in report["checks"]] == [
+        ("test_passes", "passed"), ("test_fails", "failed"), ("test_not_started", "not-started"), ("test_errors", "error"),
+    ]
+    messages = {c["id"]: c["message"] for c in report["checks"]}
+    assert messages["test_fails"] == "add(2, 2) should be 5 in this test, to fail on purpose"
+    assert messages["test_not_started"] == "not done yet: write todo"
+    assert messages["test_errors"] == "KeyError: 'missing'"
+
+
+def test_check_exits_zero_only_when_all_pass(tmp_path):
+    passing = CHECKS.split("def test_fails")[0]
+    notebook = write_notebook(tmp_path / "ok.ipynb", [("code", SETUP), ("code", passing)])
+    done = course("check", str(notebook))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✔ test_passes" in done.stdout
+
+
+def test_a_syntax_error_gets_a_one_line_cause_not_a_traceback(tmp_path):
+    notebook = write_notebook(tmp_path / "broken.ipynb", [("code", SETUP.replace("return a + b", "return a +")), ("code", CHECKS)])
+    done = course("check", str(notebook))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "note: cell 1: SyntaxError" in done.stdout
+    assert len(done.stdout.splitlines()) <= 8
+
+
+def test_a_cell_that_never_ends_is_interrupted_and_reported(tmp_path):
+    notebook = write_notebook(tmp_path / "endless.ipynb", [("code", SETUP), ("code", "while True:\n    pass"), ("code", CHECKS)])
+    done = course("check", str(notebook), "--cell-timeout", "3", "--json")
+    report = json.loads(done.stdout)
+    assert "cell 2: still running after 3 s, interrupted" in report["problem"]
+    # the kernel was interrupted, not killed: the checks after it still ran
+    assert report["checks"][0] == {"id": "test_passes", "status": "passed", "message": ""}
+
+
+def test_a_deleted_check_cell_is_reported_per_check(tmp_path):
+    exercise = json.loads((ROOT / "exercises/00_start_here.ipynb").read_text())
+    exercise["cells"] = [c for c in exercise["cells"] if "%%ipytest" not in "".join(c["source"])]
+    path = tmp_path / "00_start_here.ipynb"
+    path.write_text(json.dumps(exercise))
+    done = course("check", str(path), "--json")
+    checks = json.loads(done.stdout)["checks"]
+    assert [c["id"] for c in checks] == ["test_hello_greets_by_name", "test_hello_defaults_to_world"]
+    assert all(c["status"] == "error" and "not in the notebook" in c["message"] for c in checks)
+
+
+@pytest.mark.parametrize("content", ["not json at all", '{"no": "cells"}'])
+def test_a_file_that_is_not_a_notebook_gets_one_line(tmp_path, content):
+    path = tmp_path / "x.ipynb"
+    path.write_text(content)
+    done = course("check", str(path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("course: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_lesson_lists_the_known_ones():
+    done = course("check", "99")
+    assert done.returncode == 2 and "no lesson '99'" in done.stderr and "00" in done.stderr
+
+
+@pytest.fixture
+def course_copy(tmp_path):
+    for name in ("course.toml",):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for folder in ("solutions", "exercises"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_status_reruns_only_changed_exercises(course_copy):
+    env = {"COURSE_ROOT": str(course_copy)}
+    first = course("status", cwd=course_copy, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "checking" not in first.stdout  # untouched exercises are known to be not started
+    assert "00 Start here" in first.stdout and "0/2" in first.stdout
+
+    # the learner solves exercise 00 (here: by taking the solution's cells)
+    solved = json.loads((course_copy / "solutions/00_start_here.ipynb").read_text())
+    (course_copy / "exercises/00_start_here.ipynb").write_text(json.dumps(solved))
+    second = course("status", cwd=course_copy, env=env)
+    assert second.stdout.count("checking") == 1 and "checking exercises/00_start_here.ipynb" in second.stdout
+    assert "2/2" in second.stdout
+
+    third = course("status", "--json", cwd=course_copy, env=env)
+    assert "checking" not in third.stdout
+    rows = {row["lesson"]: row for row in json.loads(third.stdout)}
+    assert [c["status"] for c in rows["00"]["checks"]] == ["passed", "passed"]
+
+
+def test_reset_keeps_the_attempt(course_copy):
+    env = {"COURSE_ROOT": str(course_copy)}
+    exercise = course_copy / "exercises/00_start_here.ipynb"
+    exercise.write_text(exercise.read_text().replace("# TODO", "# my attempt"))
+    done = course("reset", "0", cwd=course_copy, env=env)
+    assert done.returncode == 0, done.stderr
+    (saved,) = (course_copy / "attempts").glob("00_start_here-*.ipynb")
+    assert "# my attempt" in saved.read_text() and "# my attempt" not in exercise.read_text()
+
+
+def test_grade_a_folder_of_submissions(tmp_path):
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    shutil.copy(ROOT / "solutions/00_start_here.ipynb", submissions / "ada-00_start_here.ipynb")
+    shutil.copy(ROOT / "exercises/00_start_here.ipynb", submissions / "bob.ipynb")  # lesson known from metadata
+    out = tmp_path / "grades.csv"
+    done = course("grade", str(submissions), "--csv", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = {Path(r["notebook"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["ada-00_start_here.ipynb"]["passed"] == "2" and rows["ada-00_start_here.ipynb"]["total"] == "2"
+    assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"

@@ -1,0 +1,57 @@
+"""The course's invariants: manifest and folders agree, notebooks are clean.
+The slow ones (each notebook executed) are in test_exercise_stubs.py, test_solutions_run_twice.py
+and test_lessons_run_twice.py: separate files so pytest-xdist (--dist loadfile) spreads them."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coursekit.manifest import FOLDERS, lessons
+from coursekit.runner import notebook_check_ids, read_notebook
+from tests.conftest import ROOT
+
+LESSONS = lessons(ROOT)
+IDS = [lesson.stem for lesson in LESSONS]
+
+
+def test_manifest_and_the_three_folders_agree():
+    stems = [lesson.stem for lesson in LESSONS]
+    assert stems, "course.toml lists no lessons"
+    assert [lesson.id for lesson in LESSONS] == sorted({lesson.id for lesson in LESSONS}), "ids must be unique and in order"
+    assert len({lesson.slug for lesson in LESSONS}) == len(LESSONS), "slugs must be unique"
+    assert LESSONS[0].stem == "00_start_here"
+    for folder in FOLDERS:
+        found = sorted(path.stem for path in (ROOT / folder).glob("*.ipynb"))
+        assert found == sorted(stems), f"{folder}/ holds {found}, course.toml lists {stems}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=IDS)
+def test_every_exercise_has_checks_with_teaching_messages(lesson):
+    ids = notebook_check_ids(read_notebook(lesson.solution))
+    assert ids, f"{lesson.solution.name} has no %%ipytest check cell"
+    assert len(ids) == len(set(ids)), f"duplicate check names in {lesson.solution.name}: {ids}"
+    source = "".join("".join(c["source"]) for c in read_notebook(lesson.solution)["cells"] if c["cell_type"] == "code")
+    assert source.count("### BEGIN SOLUTION") >= 1
+
+
+ALLOWED_NOTEBOOK_METADATA = {"kernelspec", "language_info", "course"}
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_committed_notebooks_are_clean(folder):
+    for path in sorted((ROOT / folder).glob("*.ipynb")):
+        notebook = json.loads(path.read_text())
+        assert set(notebook["metadata"]) <= ALLOWED_NOTEBOOK_METADATA, f"{path.name}: {sorted(notebook['metadata'])}"
+        assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+        code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+        for cell in notebook["cells"]:
+            assert set(cell["metadata"]) <= {"tags"}, f"{path.name}: cell metadata {cell['metadata']}"
+        outputs = [o for c in code for o in c["outputs"]]
+        if folder == "exercises":
+            assert not outputs and all(c["execution_count"] is None for c in code), f"{path.name} has outputs"
+        else:
+            assert outputs, f"{path.name} has no outputs: run `course record`"
+            assert not [o for o in outputs if o["output_type"] == "error"], f"{path.name} stores an error output"
+            first_cell = "".join(notebook["cells"][0]["source"])
+            assert first_cell.startswith("# "), f"{path.name} should open with a '# NN · Title' cell"

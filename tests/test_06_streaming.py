@@ -141,7 +141,7 @@ async def test_in_process_buffers_the_body_a_real_server_streams_it():
     with run_server(app) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             served_first, served_total = await first_and_total(client)
-    assert in_first / in_total > 0.9, "ASGITransport no longer buffers: the lesson's section 3 needs a rewrite"
+    assert in_first / in_total > 0.75, "ASGITransport no longer buffers: the lesson's section 3 needs a rewrite"
     assert served_first / served_total < 0.6
 
 

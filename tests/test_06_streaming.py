@@ -1,0 +1,160 @@
+"""Lesson 06 (streaming responses): the library behaviour the lesson and its exercise rely on.
+
+When a pin moves, these fail with a message naming the changed behaviour, before nbval reports
+a diff deep inside the notebooks. Fast: in-process where that shows the behaviour, a real
+uvicorn server (coursekit.run_server) for ASGITransport buffering and disconnects.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, ValidationError
+
+from coursekit import app_client, run_server
+
+
+class Item(BaseModel):
+    id: int
+    title: str
+
+
+def make_app(log: list[str]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items() -> AsyncIterable[Item]:
+        yield {"id": 1, "title": "a", "internal": "never sent"}
+        yield Item(id=2, title="b")
+
+    @app.get("/invalid")
+    async def invalid() -> AsyncIterable[Item]:
+        yield {"id": 1, "title": "a"}
+        yield {"id": "two", "title": "b"}
+
+    @app.get("/events", response_class=EventSourceResponse)
+    async def events() -> AsyncIterable[ServerSentEvent]:
+        yield ServerSentEvent(data=Item(id=1, title="a"), event="progress", id="1")
+        yield ServerSentEvent(raw_data="one\n\ntwo", event="log")
+        yield ServerSentEvent(data="text")
+
+    @app.get("/slow")
+    async def slow() -> AsyncIterable[int]:
+        for n in range(4):
+            await asyncio.sleep(0.1)
+            yield n
+
+    @app.get("/endless")
+    async def endless() -> AsyncIterable[int]:
+        n = 0
+        try:
+            while True:
+                n += 1
+                yield n
+                await asyncio.sleep(0.01)
+        finally:
+            log.append("cleanup")
+
+    async def resource() -> AsyncIterator[str]:
+        log.append("open")
+        yield "r"
+        log.append("close")
+
+    @app.get("/function-scope")
+    async def function_scope(r: Annotated[str, Depends(resource, scope="function")]) -> AsyncIterable[int]:
+        log.append("item")
+        yield 1
+
+    @app.get("/request-scope")
+    async def request_scope(r: Annotated[str, Depends(resource)]) -> AsyncIterable[int]:
+        log.append("item")
+        yield 1
+
+    return app
+
+
+@pytest.mark.anyio
+async def test_json_lines_are_validated_filtered_and_documented():
+    app = make_app([])
+    async with app_client(app) as client:
+        response = await client.get("/items")
+        assert response.headers["content-type"] == "application/jsonl"
+        assert response.text == '{"id":1,"title":"a"}\n{"id":2,"title":"b"}\n'
+        with pytest.raises(Exception) as raised:  # in-process, the validation error reaches the caller
+            await client.get("/invalid")
+    assert type(raised.value).__name__ == "ResponseValidationError"
+    content = app.openapi()["paths"]["/items"]["get"]["responses"]["200"]["content"]
+    assert content == {"application/jsonl": {"itemSchema": {"$ref": "#/components/schemas/Item"}}}
+
+
+@pytest.mark.anyio
+async def test_sse_framing_headers_and_keepalive():
+    async with app_client(make_app([])) as client:
+        response = await client.get("/events")
+    assert response.text == (
+        'event: progress\ndata: {"id":1,"title":"a"}\nid: 1\n\n'
+        "event: log\ndata: one\ndata: \ndata: two\n\n"
+        'data: "text"\n\n'
+    )
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert KEEPALIVE_COMMENT == b": ping\n\n"
+    import fastapi.sse
+
+    assert fastapi.sse._PING_INTERVAL == 15.0  # the lesson says "idle for 15 s"
+    with pytest.raises(ValidationError):
+        ServerSentEvent(data=1, event="two\nlines")
+
+
+@pytest.mark.anyio
+async def test_function_scoped_dependency_closes_before_the_first_item():
+    log: list[str] = []
+    async with app_client(make_app(log)) as client:
+        await client.get("/request-scope")
+        request_order = list(log)
+        log.clear()
+        await client.get("/function-scope")
+    assert request_order == ["open", "item", "close"]
+    assert log == ["open", "close", "item"]
+
+
+@pytest.mark.anyio
+async def test_in_process_buffers_the_body_a_real_server_streams_it():
+    async def first_and_total(client: httpx.AsyncClient) -> tuple[float, float]:
+        started = time.perf_counter()
+        async with client.stream("GET", "/slow") as response:
+            chunks = response.aiter_lines()
+            await anext(chunks)
+            first = time.perf_counter() - started
+            _ = [line async for line in chunks]
+        return first, time.perf_counter() - started
+
+    app = make_app([])
+    async with app_client(app) as client:
+        in_first, in_total = await first_and_total(client)
+    with run_server(app) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            served_first, served_total = await first_and_total(client)
+    assert in_first / in_total > 0.75, "ASGITransport no longer buffers: the lesson's section 3 needs a rewrite"
+    assert served_first / served_total < 0.6
+
+
+@pytest.mark.anyio
+async def test_disconnect_cancels_the_generator_and_runs_finally():
+    log: list[str] = []
+    with run_server(make_app(log)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/endless") as response:
+                async for line in response.aiter_lines():
+                    if line == "3":
+                        break
+            deadline = time.monotonic() + 5
+            while not log and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+    assert log == ["cleanup"]

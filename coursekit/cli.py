@@ -179,8 +179,26 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_grade(args: argparse.Namespace) -> int:
+def _grade_one(path: Path, lesson: Lesson | None, cell_timeout: float, timeout: float) -> dict:
+    """One CSV row for one submission (runs in a worker process with --jobs)."""
     from coursekit.runner import check
+
+    sys.modules.setdefault("rfc3987_syntax", None)  # see main()
+    if lesson is None:
+        return {"notebook": str(path), "lesson": "", "passed": 0, "total": 0,
+                "problem": "cannot tell which lesson this is (name it NN_slug..., or pass --lesson NN)"}
+    try:
+        # The submission's own check cells are not trusted: the course's originals are run.
+        report = check(path, cell_timeout=cell_timeout, total_timeout=timeout, original_checks=True, lesson=lesson)
+    except CourseError as exc:
+        return {"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0, "problem": str(exc)}
+    passed = sum(c.status == "passed" for c in report.checks)
+    return {"notebook": str(path), "lesson": lesson.id, "passed": passed, "total": len(report.checks),
+            "problem": report.problem, **{c.id: c.status for c in report.checks}}
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -188,26 +206,15 @@ def cmd_grade(args: argparse.Namespace) -> int:
     notebooks = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if not notebooks:
         raise CourseError(f"{folder}: no .ipynb files in it")
-    rows = []
     forced = find_lesson(args.lesson) if args.lesson else None
-    for path in notebooks:
-        lesson = forced or lesson_for_notebook(path)
-        if lesson is None:
-            problem = "cannot tell which lesson this is (name it NN_slug..., or pass --lesson NN)"
-            rows.append({"notebook": str(path), "lesson": "", "passed": 0, "total": 0, "problem": problem})
-            _out(f"{path}: not graded: {problem}")
-            continue
-        try:
-            # The submission's own check cells are not trusted: the course's originals are run.
-            report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout, original_checks=True)
-        except CourseError as exc:
-            rows.append({"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0, "problem": str(exc)})
-            _out(f"{path}: not graded: {exc}")
-            continue
-        passed = sum(c.status == "passed" for c in report.checks)
-        rows.append({"notebook": str(path), "lesson": lesson.id, "passed": passed, "total": len(report.checks),
-                     "problem": report.problem, **{c.id: c.status for c in report.checks}})
-        _out(f"{path}: {passed}/{len(report.checks)} checks passed" + (f" ({report.problem})" if report.problem else ""))
+    jobs = [(path, forced or lesson_for_notebook(path), args.cell_timeout, args.timeout) for path in notebooks]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each check runs its own kernel
+        rows = list(pool.map(_grade_one, *zip(*jobs)))
+    for row in rows:
+        if row["total"]:
+            _out(f"{row['notebook']}: {row['passed']}/{row['total']} checks passed" + (f" ({row['problem']})" if row["problem"] else ""))
+        else:
+            _out(f"{row['notebook']}: not graded: {row['problem']}")
     if args.csv:
         fields = ["notebook", "lesson", "passed", "total", "problem"]
         fields += sorted({k for row in rows for k in row} - set(fields))
@@ -250,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("folder")
             c.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
             c.add_argument("--lesson", help="grade every notebook as this lesson (default: from metadata or file name)")
+            c.add_argument("--jobs", type=int, default=1, help="notebooks checked at once (default 1; each runs a kernel)")
         if name != "grade":
             c.add_argument("--json", action="store_true", help="machine-readable output")
         c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from coursekit.checks import REPORT_ENV
-from coursekit.manifest import CourseError, lesson_for_notebook
+from coursekit.manifest import CourseError, Lesson, lesson_for_notebook
 
 STATUSES = ("passed", "failed", "not-started", "error")
 CHECK_MAGIC = "%%ipytest"
@@ -185,13 +185,13 @@ def execute(
     return results
 
 
-def expected_checks(path: Path, notebook: dict) -> list[str]:
+def expected_checks(path: Path, notebook: dict, lesson: Lesson | None = None) -> list[str]:
     """The checks a notebook should have: its lesson's solution's, else its own."""
-    lesson = None
-    try:
-        lesson = lesson_for_notebook(path)
-    except CourseError:
-        pass
+    if lesson is None:
+        try:
+            lesson = lesson_for_notebook(path)
+        except CourseError:
+            pass
     if lesson is not None and lesson.solution.is_file() and lesson.solution.resolve() != path.resolve():
         return notebook_check_ids(read_notebook(lesson.solution))
     return notebook_check_ids(notebook)
@@ -225,21 +225,29 @@ def with_original_checks(notebook: dict, solution: dict) -> tuple[dict, bool]:
     return {**notebook, "cells": cells}, changed
 
 
-def check(path: Path, *, cell_timeout: float = 120, total_timeout: float = 600, original_checks: bool = False) -> Report:
+def check(
+    path: Path,
+    *,
+    cell_timeout: float = 120,
+    total_timeout: float = 600,
+    original_checks: bool = False,
+    lesson: Lesson | None = None,
+) -> Report:
     """Run one exercise (or any) notebook and report every expected check.
 
     original_checks=True (grading): the lesson's solution's check cells are run in place of the
-    notebook's own, and an edited check cell is reported as a problem.
+    notebook's own, and an edited check cell is reported as a problem. `lesson` overrides the
+    lesson found from the notebook's metadata or name.
     """
     path = Path(path)
     notebook = read_notebook(path)
-    expected = expected_checks(path, notebook)
+    expected = expected_checks(path, notebook, lesson)
     present = set(notebook_check_ids(notebook))
     if not expected:
         raise CourseError(f"{path}: has no check cells (%%ipytest cells with test_ functions)")
     edited = False
     if original_checks:
-        lesson = lesson_for_notebook(path)
+        lesson = lesson or lesson_for_notebook(path)
         if lesson is None or not lesson.solution.is_file():
             raise CourseError(f"{path}: cannot tell which lesson this is, so its checks cannot be verified")
         notebook, edited = with_original_checks(notebook, read_notebook(lesson.solution))

@@ -155,10 +155,14 @@ def test_grade_a_folder_of_submissions(tmp_path):
     submissions.mkdir()
     shutil.copy(ROOT / "solutions/00_start_here.ipynb", submissions / "ada-00_start_here.ipynb")
     shutil.copy(ROOT / "exercises/00_start_here.ipynb", submissions / "bob.ipynb")  # lesson known from metadata
+    (submissions / "carol.ipynb").write_text(json.dumps(json.loads((ROOT / "solutions/00_start_here.ipynb").read_text())))
     out = tmp_path / "grades.csv"
-    done = course("grade", str(submissions), "--csv", str(out))
+    done = course("grade", str(submissions), "--csv", str(out), "--jobs", "2")
     assert done.returncode == 0, done.stderr
     rows = {Path(r["notebook"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["carol.ipynb"]["problem"].startswith("cannot tell which lesson")  # no metadata, no NN_ name
+    forced = course("grade", str(submissions), "--lesson", "00")
+    assert "carol.ipynb: 2/2 checks passed" in forced.stdout
     assert rows["ada-00_start_here.ipynb"]["passed"] == "2" and rows["ada-00_start_here.ipynb"]["total"] == "2"
     assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"
 

@@ -111,3 +111,23 @@ async def test_one_session_shared_by_a_gather_of_writes_fails(engine: AsyncEngin
 
 async def test_threadpool_for_def_endpoints_has_40_tokens() -> None:
     assert anyio.to_thread.current_default_thread_limiter().total_tokens == 40
+
+
+def test_patch_model_refuses_null_but_allows_leaving_a_field_out() -> None:
+    """The lesson's TaskUpdate: a field validator runs only on fields sent (validate_default is off)."""
+    from pydantic import ValidationError, field_validator
+    from sqlmodel import SQLModel
+
+    class TaskUpdate(SQLModel):
+        title: str | None = None
+
+        @field_validator("title")
+        @classmethod
+        def not_null(cls, value: object) -> object:
+            if value is None:
+                raise ValueError("may be left out, but not null")
+            return value
+
+    assert TaskUpdate.model_validate({}).model_dump(exclude_unset=True) == {}
+    with pytest.raises(ValidationError):
+        TaskUpdate.model_validate({"title": None})

@@ -7,7 +7,6 @@ Lessons import these so that their cells can show the FastAPI pattern itself:
 - new_sqlmodel_base: a SQLModel base with its own registry, so table cells re-run
 - show_versions: the pinned versions a notebook runs on
 - start_database: a PostgreSQL with no set-up (DATABASE_URL, else an embedded server, else SQLite)
-- start_database: a real PostgreSQL (DATABASE_URL or embedded), else a SQLite fallback
 
 Names are imported on first use, so the `course` CLI starts without loading
 FastAPI, SQLAlchemy or IPython.

@@ -55,6 +55,10 @@ def _source(cell: dict) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
+def _is_check_cell(cell: dict) -> bool:
+    return cell.get("cell_type") == "code" and _source(cell).lstrip().startswith(CHECK_MAGIC)
+
+
 def check_ids(cell_source: str) -> list[str]:
     """Names of the test functions in one %%ipytest cell (in order)."""
     body = cell_source.split("\n", 1)[1] if "\n" in cell_source else ""
@@ -72,9 +76,8 @@ def check_ids(cell_source: str) -> list[str]:
 def notebook_check_ids(notebook: dict) -> list[str]:
     ids: list[str] = []
     for cell in notebook.get("cells", []):
-        source = _source(cell)
-        if cell.get("cell_type") == "code" and source.lstrip().startswith(CHECK_MAGIC):
-            ids.extend(check_ids(source.lstrip()))
+        if _is_check_cell(cell):
+            ids.extend(check_ids(_source(cell).lstrip()))
     return ids
 
 
@@ -88,6 +91,10 @@ def read_notebook(path: Path) -> dict:
     if not isinstance(notebook, dict) or "cells" not in notebook:
         raise CourseError(f"{path}: not a notebook (no cells)")
     return notebook
+
+
+def _timed_out(index: int, seconds: float) -> str:
+    return f"cell {index + 1}: still running after {seconds:.0f} s, interrupted (an endless loop or a wait that never ends?)"
 
 
 def _report_size(path: Path) -> int:
@@ -155,7 +162,7 @@ def execute(
                     try:
                         client.execute_cell(cell, index)
                     except CellTimeoutError:
-                        errors.append(f"cell {index + 1}: still running after {client.timeout:.0f} s, interrupted (an endless loop or a wait that never ends?)")
+                        errors.append(_timed_out(index, client.timeout))
                         continue
                     except DeadKernelError:
                         errors.append(f"cell {index + 1}: the kernel died (out of memory, or the process exited)")
@@ -163,12 +170,11 @@ def execute(
                     problem = _first_error(cell)
                     if problem is not None and problem.startswith("KeyboardInterrupt"):
                         # nbclient interrupted the kernel at the time limit (interrupt_on_timeout)
-                        errors.append(f"cell {index + 1}: still running after {client.timeout:.0f} s, interrupted (an endless loop or a wait that never ends?)")
+                        errors.append(_timed_out(index, client.timeout))
                         continue
                     if problem is None or problem.startswith("NotImplementedError: not done yet"):
                         continue  # a stub raising is the exercise's normal state, not a problem
-                    is_check_cell = cell.source.lstrip().startswith(CHECK_MAGIC)
-                    if is_check_cell and _report_size(report_file) > size_before:
+                    if _is_check_cell(cell) and _report_size(report_file) > size_before:
                         continue  # checks ran and reported: failing checks are results, not problems
                     errors.append(f"cell {index + 1}: {problem}")
                 recorded = []
@@ -195,10 +201,6 @@ def expected_checks(path: Path, notebook: dict, lesson: Lesson | None = None) ->
     if lesson is not None and lesson.solution.is_file() and lesson.solution.resolve() != path.resolve():
         return notebook_check_ids(read_notebook(lesson.solution))
     return notebook_check_ids(notebook)
-
-
-def _is_check_cell(cell: dict) -> bool:
-    return cell.get("cell_type") == "code" and _source(cell).lstrip().startswith(CHECK_MAGIC)
 
 
 def with_original_checks(notebook: dict, solution: dict) -> tuple[dict, bool]:

@@ -8,6 +8,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.modules.setdefault("rfc3987_syntax", None)  # see coursekit.cli.main: saves ~2 s per process
 
 
+def import_start():
+    """The project's start.py as a module (it lives beside the tests' package, not in it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("start", ROOT / "start.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
     """A minimal notebook from (cell_type, source) pairs."""
     nb = {

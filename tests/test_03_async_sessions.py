@@ -26,11 +26,6 @@ from coursekit import app_client, new_sqlmodel_base
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 Base = new_sqlmodel_base()
 
 

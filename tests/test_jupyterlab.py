@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, import_start
 
 
 def free_port() -> int:
@@ -19,11 +19,7 @@ def free_port() -> int:
 
 
 def test_jupyterlab_serves_the_start_notebook(tmp_path):
-    sys.path.insert(0, str(ROOT))
-    try:
-        import start
-    finally:
-        sys.path.remove(str(ROOT))
+    start = import_start()
     port, token = free_port(), secrets.token_hex(16)
     command = start.jupyter_command(
         ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from coursekit.readme import render
-from tests.conftest import ROOT
+from tests.conftest import ROOT, import_start
 
 README = (ROOT / "README.md").read_text()
 
@@ -28,11 +28,7 @@ def test_ci_runs_the_readme_test_command_exactly():
 
 
 def test_start_py_opens_the_start_notebook():
-    sys.path.insert(0, str(ROOT))
-    try:
-        import start
-    finally:
-        sys.path.remove(str(ROOT))
+    start = import_start()
     command = start.jupyter_command(["--no-browser"])
     assert command[1:5] == ["-m", "jupyter", "lab", "notebooks/00_start_here.ipynb"]
     assert (ROOT / start.START_NOTEBOOK).is_file()

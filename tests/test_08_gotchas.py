@@ -12,7 +12,7 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.exceptions import FastAPIError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -38,6 +38,22 @@ async def test_path_parameter_declared_first_shadows_a_fixed_path():
         r = await client.get("/tasks/stats")
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "int_parsing" and r.json()["detail"][0]["loc"] == ["path", "task_id"]
+
+
+async def test_an_int_path_convertor_lets_a_fixed_path_declared_later_match():
+    app = FastAPI()
+
+    @app.get("/tasks/{task_id:int}")
+    def read_task(task_id: int) -> dict:
+        return {"id": task_id}
+
+    @app.get("/tasks/stats")
+    def stats() -> dict:
+        return {"total": 0}
+
+    async with app_client(app) as client:
+        assert (await client.get("/tasks/stats")).json() == {"total": 0}
+        assert (await client.get("/tasks/7")).json() == {"id": 7}
 
 
 async def test_optional_type_without_default_is_required():
@@ -106,6 +122,17 @@ async def test_dependency_is_cached_per_request_unless_use_cache_false():
         assert (await client.get("/cached")).json() == [1, 1]  # endpoint and sub-dependency share one call
         assert (await client.get("/cached")).json() == [2, 2]  # the cache is per request
         assert (await client.get("/fresh")).json() == [3, 4]
+
+    router = APIRouter(dependencies=[Depends(new_id)])  # a router's dependencies share the same cache
+
+    @router.get("/routed")
+    def routed(a: Annotated[int, Depends(new_id)]) -> int:
+        return a
+
+    app.include_router(router)
+    async with app_client(app) as client:
+        assert (await client.get("/routed")).json() == 5
+        assert next(calls) == 6  # new_id ran once for the router and the endpoint together
 
 
 def _swallowing_app(reraise: bool) -> FastAPI:
@@ -212,3 +239,16 @@ def test_mutable_default_in_a_pydantic_model_is_not_shared():
     first = Filter()
     first.tags.append("urgent")
     assert Filter().tags == []
+
+
+async def test_mutable_default_of_a_query_parameter_is_not_shared():
+    app = FastAPI()
+
+    @app.get("/q")
+    def q(tags: Annotated[list[str], Query()] = []) -> list[str]:  # noqa: B006 - the point of the test
+        tags.append("seen")
+        return tags
+
+    async with app_client(app) as client:
+        assert (await client.get("/q")).json() == ["seen"]
+        assert (await client.get("/q")).json() == ["seen"]

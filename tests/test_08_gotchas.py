@@ -13,7 +13,7 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
-from fastapi.exceptions import FastAPIError
+from fastapi.exceptions import FastAPIError, ResponseValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ValidationError
@@ -82,6 +82,27 @@ def test_model_dump_includes_defaults_and_exclude_unset_keeps_explicit_null():
     assert sent.model_dump() == {"priority": 3, "note": None}
     assert sent.model_dump(exclude_unset=True) == {"note": None}
     assert sent.model_fields_set == {"note"}
+
+
+async def test_a_returned_instance_of_the_return_type_is_not_revalidated():
+    class Task(BaseModel):
+        title: str
+
+    app = FastAPI()
+
+    @app.get("/instance")
+    def instance() -> Task:  # model_copy(update=...) does not validate: title None slips through
+        return Task(title="kept").model_copy(update={"title": None})
+
+    @app.get("/dict")
+    def as_dict() -> Task:
+        return {"title": None}  # type: ignore[return-value]
+
+    async with app_client(app) as client:
+        r = await client.get("/instance")
+        assert r.status_code == 200 and r.json() == {"title": None}  # revalidate_instances="never"
+        with pytest.raises(ResponseValidationError):
+            await client.get("/dict")
 
 
 async def test_read_modify_write_across_an_await_loses_updates():

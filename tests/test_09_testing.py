@@ -135,3 +135,35 @@ async def test_outer_rollback_undoes_a_commit_only_with_the_sqlite_hooks(tmp_pat
     async with AsyncSession(engine) as session:
         assert len((await session.exec(select(Note))).all()) == rows_left
     await engine.dispose()
+
+
+class UniqueNote(Base, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(unique=True)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [(None, (0, False)), ("create_savepoint", (1, True))], ids=["default-mode", "create_savepoint"]
+)
+async def test_a_rollback_in_the_code_under_test_ends_the_outer_transaction_unless_create_savepoint(tmp_path, mode, expected):
+    from sqlalchemy.exc import IntegrityError
+
+    engine = sqlite_engine(tmp_path / "t.db", savepoint_fix=True)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    async with engine.connect() as connection:
+        outer = await connection.begin()
+        options = {} if mode is None else {"join_transaction_mode": mode}
+        session = AsyncSession(bind=connection, expire_on_commit=False, **options)
+        session.add(UniqueNote(text="set up"))
+        await session.commit()
+        session.add(UniqueNote(text="set up"))
+        with pytest.raises(IntegrityError):
+            await session.commit()
+        await session.rollback()
+        seen = (len((await session.exec(select(UniqueNote))).all()), outer.is_active)
+        await session.close()
+        if outer.is_active:
+            await outer.rollback()
+    await engine.dispose()
+    assert seen == expected

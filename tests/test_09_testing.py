@@ -167,3 +167,28 @@ async def test_a_rollback_in_the_code_under_test_ends_the_outer_transaction_unle
             await outer.rollback()
     await engine.dispose()
     assert seen == expected
+
+
+async def test_asgitransport_returns_only_after_the_background_tasks_ran():
+    """Lesson 09, section 6: in-process, a test can assert a background task's effect right after the request."""
+    from fastapi import BackgroundTasks
+
+    from coursekit import app_client
+
+    done: list[str] = []
+    app = FastAPI()
+
+    async def task() -> None:
+        import anyio
+
+        await anyio.sleep(0.05)
+        done.append("task")
+
+    @app.post("/work", status_code=202)
+    def work(background: BackgroundTasks) -> dict[str, str]:
+        background.add_task(task)
+        return {"status": "accepted"}
+
+    async with app_client(app) as client:
+        response = await client.post("/work")
+        assert response.status_code == 202 and done == ["task"]

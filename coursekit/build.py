@@ -17,6 +17,7 @@ Outputs and execution counts are cleared. Notebook metadata records the lesson i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -85,13 +86,33 @@ def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> 
     if not regions:
         raise MarkerError(f"{source_name}: no ### BEGIN SOLUTION region: an exercise needs at least one")
     metadata = {k: v for k, v in solution.get("metadata", {}).items() if k in ("kernelspec", "language_info")}
-    metadata["course"] = {"lesson": lesson_id, "generated_from": source_name}
+    metadata["course"] = {"lesson": lesson_id, "generated_from": source_name, "sources_sha256": sources_digest(cells)}
     return {
         "cells": cells,
         "metadata": metadata,
         "nbformat": solution.get("nbformat", 4),
         "nbformat_minor": solution.get("nbformat_minor", 5),
     }
+
+
+def sources_digest(cells: list[dict]) -> str:
+    """A digest of every cell's source: what a learner edits (running cells only adds outputs)."""
+    sources = ("".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells)
+    return hashlib.sha256("\0".join(sources).encode()).hexdigest()
+
+
+def edited_since_generated(text: str) -> bool:
+    """True unless the exercise's sources are exactly as the builder wrote them (its own stamp says so).
+
+    An exercise that cannot be read, or carries no stamp, counts as edited: better a needless copy
+    in attempts/ than a learner's work lost.
+    """
+    try:
+        notebook = json.loads(text)
+        stamp = notebook["metadata"]["course"]["sources_sha256"]
+        return sources_digest(notebook["cells"]) != stamp
+    except (ValueError, KeyError, TypeError):
+        return True
 
 
 def dumps(notebook: dict) -> str:
@@ -146,7 +167,11 @@ def build(root: Path | None = None, *, check: bool = False, only: list[Lesson] |
             results.append(BuildResult(lesson, "learner-edited" if staged == text else "stale"))
         else:
             saved = None
-            if current is not None and current != _git_index_text(lesson.exercise, lesson.root):
+            if (
+                current is not None
+                and current != _git_index_text(lesson.exercise, lesson.root)
+                and edited_since_generated(current)
+            ):
                 saved = save_attempt(lesson)  # edited by hand (a learner's work): keep a copy
             lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
             lesson.exercise.write_text(text, encoding="utf-8")
@@ -174,7 +199,8 @@ def reset(lesson: Lesson) -> Path | None:
     """Regenerate one exercise; the learner's current version is saved first (returned)."""
     fresh = generate(lesson)
     current = lesson.exercise.read_text(encoding="utf-8") if lesson.exercise.is_file() else None
-    saved = save_attempt(lesson) if current not in (None, fresh) else None  # nothing to keep when untouched
+    untouched = current in (None, fresh) or not edited_since_generated(current)  # run, perhaps, but not edited
+    saved = None if untouched else save_attempt(lesson)
     lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
     lesson.exercise.write_text(fresh, encoding="utf-8")
     return saved

@@ -175,7 +175,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
     lesson = find_lesson(args.lesson)
     saved = reset(lesson)
     rel = lesson.exercise.relative_to(lesson.root)
-    _out(f"{rel} is fresh again." + (f" Your attempt is kept in {saved.relative_to(lesson.root)}" if saved else ""))
+    kept = f" Your attempt is kept in {saved.relative_to(lesson.root)}" if saved else " (it had no edits of yours to keep.)"
+    _out(f"{rel} is fresh again." + kept)
     return 0
 
 

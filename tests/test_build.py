@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from coursekit.build import MarkerError, build, exercise_from_solution, reset, stub_source
+from coursekit.build import MarkerError, build, exercise_from_solution, reset, sources_digest, stub_source
 from coursekit.manifest import lessons
 from tests.conftest import write_notebook
 
@@ -58,7 +58,9 @@ def test_exercise_has_no_outputs_and_records_its_lesson():
     code = exercise["cells"][0]
     assert code["outputs"] == [] and code["execution_count"] is None
     assert code["metadata"] == {"tags": ["x"]}
+    stamp = exercise["metadata"]["course"].pop("sources_sha256")
     assert exercise["metadata"]["course"] == {"lesson": "07", "generated_from": "solutions/07_x.ipynb"}
+    assert len(stamp) == 64 and stamp == sources_digest(exercise["cells"])
     assert "widgets" not in exercise["metadata"]
 
 
@@ -105,6 +107,33 @@ def test_build_and_reset_keep_the_learners_attempt(course):
     exercise.write_text(attempt)
     (result,) = build(course)  # outside git: a hand-edited exercise is saved before it is rewritten
     assert result.saved is not None and result.saved.read_text() == attempt
+
+
+def test_an_exercise_only_run_or_only_regenerated_is_not_copied_to_attempts(course):
+    build(course)
+    exercise = course / "exercises/01_demo.ipynb"
+    notebook = json.loads(exercise.read_text())
+    notebook["cells"][0]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
+    notebook["cells"][0]["execution_count"] = 1
+    exercise.write_text(json.dumps(notebook))  # run in JupyterLab, sources untouched
+    (lesson,) = lessons(course)
+    assert reset(lesson) is None
+    # an author changes the solution twice without committing: the first generated exercise is no attempt
+    write_notebook(course / "solutions/01_demo.ipynb", [("code", SOLUTION_CELL.replace("sum", "total"))])
+    (result,) = build(course)
+    assert result.status == "written" and result.saved is None
+    assert not (course / "attempts").exists()
+
+
+def test_an_exercise_without_the_builders_stamp_counts_as_edited(course):
+    build(course)
+    exercise = course / "exercises/01_demo.ipynb"
+    notebook = json.loads(exercise.read_text())
+    del notebook["metadata"]["course"]["sources_sha256"]
+    exercise.write_text(json.dumps(notebook))
+    (lesson,) = lessons(course)
+    saved = reset(lesson)
+    assert saved is not None and saved.parent == course / "attempts"
 
 
 def test_committed_exercises_are_in_sync_with_solutions():

@@ -192,3 +192,31 @@ async def test_asgitransport_returns_only_after_the_background_tasks_ran():
     async with app_client(app) as client:
         response = await client.post("/work")
         assert response.status_code == 202 and done == ["task"]
+
+
+def test_the_code_after_yield_runs_when_the_test_fails(tmp_path):
+    """Lesson 09 and its exercise: a fixture's cleanup after `yield` runs whether the test passed or failed
+    (pytest resumes the generator; it does not throw the failure into it), so no try/finally is needed for that."""
+    import subprocess
+    import sys
+
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts =\n", encoding="utf-8")
+    (tmp_path / "test_inner.py").write_text(
+        "import pytest\n"
+        "LOG = []\n\n"
+        "@pytest.fixture\n"
+        "def overrides():\n"
+        "    LOG.append('set')\n"
+        "    yield\n"
+        "    LOG.append('cleared')\n\n"
+        "def test_fails(overrides):\n"
+        "    assert False\n\n"
+        "def test_cleanup_ran():\n"
+        "    assert LOG == ['set', 'cleared']\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "-p", "no:xdist", "test_inner.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:]

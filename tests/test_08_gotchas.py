@@ -23,10 +23,11 @@ from coursekit import app_client, run_server
 pytestmark = pytest.mark.anyio
 
 
-async def test_path_parameter_declared_first_shadows_a_fixed_path():
+def item_route_then_stats_route(item_path: str) -> FastAPI:
+    """The item route declared first, the fixed /tasks/stats after it."""
     app = FastAPI()
 
-    @app.get("/tasks/{task_id}")
+    @app.get(item_path)
     def read_task(task_id: int) -> dict:
         return {"id": task_id}
 
@@ -34,24 +35,18 @@ async def test_path_parameter_declared_first_shadows_a_fixed_path():
     def stats() -> dict:
         return {"total": 0}
 
-    async with app_client(app) as client:
+    return app
+
+
+async def test_path_parameter_declared_first_shadows_a_fixed_path():
+    async with app_client(item_route_then_stats_route("/tasks/{task_id}")) as client:
         r = await client.get("/tasks/stats")
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "int_parsing" and r.json()["detail"][0]["loc"] == ["path", "task_id"]
 
 
 async def test_an_int_path_convertor_lets_a_fixed_path_declared_later_match():
-    app = FastAPI()
-
-    @app.get("/tasks/{task_id:int}")
-    def read_task(task_id: int) -> dict:
-        return {"id": task_id}
-
-    @app.get("/tasks/stats")
-    def stats() -> dict:
-        return {"total": 0}
-
-    async with app_client(app) as client:
+    async with app_client(item_route_then_stats_route("/tasks/{task_id:int}")) as client:
         assert (await client.get("/tasks/stats")).json() == {"total": 0}
         assert (await client.get("/tasks/7")).json() == {"id": 7}
 

@@ -1,3 +1,5 @@
+"""coursekit.new_sqlmodel_base (tables defined again when a cell is re-run) and show_versions."""
+
 from sqlmodel import Field, Session, create_engine, select
 
 from coursekit import new_sqlmodel_base, show_versions

@@ -55,3 +55,9 @@ def test_pytest_nbval_never_collects_exercises():
     assert any(line.startswith("notebooks/") for line in collected)
     assert any(line.startswith("solutions/") for line in collected)
     assert not [line for line in collected if line.startswith("exercises/")]
+
+
+def test_tests_readme_names_every_test_file():
+    listed = (ROOT / "tests/README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted((ROOT / "tests").glob("*.py")) if p.name != "__init__.py" and f"`{p.name}`" not in listed]
+    assert not missing, f"tests/README.md has no line for {missing}: add one"

@@ -14,6 +14,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -281,13 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except CourseError as exc:
         print(f"course: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("course: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `course status | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit flush
+        return 141  # as a process killed by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -183,3 +183,15 @@ def test_grading_runs_the_courses_checks_not_the_submissions(tmp_path):
     assert row["test_hello_greets_by_name"] == "not-started"
     assert "graded with the original checks" in row["problem"]
     assert course("check", str(submissions / "mallory.ipynb")).returncode == 0  # the learner's own run trusts them
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    # `course --help | head -1`-like: the reader is gone before the CLI writes
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "coursekit", "build", "--check"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    reader_gone.stdout.close()
+    stderr = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

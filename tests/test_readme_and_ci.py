@@ -1,8 +1,10 @@
 """The README tells the truth: the course map is current, and CI runs its test command."""
 
+import json
 import re
 import subprocess
 import sys
+import tomllib
 
 from coursekit.readme import render
 from tests.conftest import ROOT, import_start
@@ -61,3 +63,12 @@ def test_tests_readme_names_every_test_file():
     listed = (ROOT / "tests/README.md").read_text(encoding="utf-8")
     missing = [p.name for p in sorted((ROOT / "tests").glob("*.py")) if p.name != "__init__.py" and f"`{p.name}`" not in listed]
     assert not missing, f"tests/README.md has no line for {missing}: add one"
+
+
+def test_start_notebooks_stored_course_map_lists_every_lesson():
+    # its output is not compared by nbval (NBVAL_IGNORE_OUTPUT), but it is what a reader sees unrun
+    notebook = json.loads((ROOT / "notebooks/00_start_here.ipynb").read_text(encoding="utf-8"))
+    stored = json.dumps([c.get("outputs", []) for c in notebook["cells"]])
+    titles = [lesson["title"] for lesson in tomllib.loads((ROOT / "course.toml").read_text())["lesson"]]
+    missing = [t for t in titles if t not in stored]
+    assert not missing, f"the stored course map in 00_start_here lacks {missing}: run `course record 00`"

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 REPORT_ENV = "COURSE_CHECK_REPORT"
+DEADLINE_ENV = "COURSE_CHECK_DEADLINE_S"
+DEFAULT_DEADLINE_S = 60.0  # far above any honest check (they take well under 10 s), far below "forever"
 NOT_DONE_MARK = "not done yet"
 SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
 LABELS = {"passed": "passed", "failed": "failed", "not-started": "not started", "error": "error"}
@@ -167,6 +169,40 @@ class _Recorder:
             with open(path, "a", encoding="utf-8") as report:
                 for result in self.results:
                     report.write(json.dumps(result) + "\n")
+
+
+def with_deadline(test: Any, seconds: float) -> Any:
+    """An async check that fails with a message after `seconds` instead of hanging the cell.
+
+    A hung async check cannot be stopped from JupyterLab (the checks run in a thread, and
+    interrupting the kernel does not reach it); a deadline inside its own event loop can.
+    """
+    import functools
+
+    import anyio
+
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with anyio.fail_after(seconds):
+                return await test(*args, **kwargs)
+        except TimeoutError:
+            raise AssertionError(
+                f"did not finish within {seconds:g} s: something waits forever (a stream that never ends "
+                "read in-process, a lock or event never released, a request to a server that is not running?)"
+            ) from None
+
+    return bounded
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    import inspect
+
+    seconds = float(os.environ.get(DEADLINE_ENV) or DEFAULT_DEADLINE_S)
+    for item in items:
+        test = getattr(item, "obj", None)
+        if inspect.iscoroutinefunction(test):
+            item.obj = with_deadline(test, seconds)
 
 
 def pytest_configure(config: pytest.Config) -> None:

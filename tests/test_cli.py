@@ -195,3 +195,24 @@ def test_output_into_a_closed_pipe_ends_quietly():
     stderr = reader_gone.stderr.read().decode()
     assert reader_gone.wait(timeout=60) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_an_async_check_that_never_finishes_fails_at_its_deadline(tmp_path):
+    hanging = '''%%ipytest
+import asyncio
+import pytest
+
+@pytest.mark.anyio
+async def test_waits_forever():
+    await asyncio.Event().wait()  # e.g. an endless stream read in-process
+
+def test_after_it():
+    assert add(1, 2) == 3
+'''
+    notebook = write_notebook(tmp_path / "hangs.ipynb", [("code", SETUP), ("code", hanging)])
+    done = course("check", str(notebook), "--json", env={"COURSE_CHECK_DEADLINE_S": "1"}, timeout=60)
+    report = json.loads(done.stdout)
+    statuses = {c["id"]: (c["status"], c["message"]) for c in report["checks"]}
+    assert statuses["test_waits_forever"][0] == "failed", statuses
+    assert statuses["test_waits_forever"][1].startswith("did not finish within 1 s: something waits forever")
+    assert statuses["test_after_it"] == ("passed", "")  # the cell went on to the next check

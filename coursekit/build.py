@@ -199,7 +199,7 @@ def reset(lesson: Lesson) -> Path | None:
     """Regenerate one exercise; the learner's current version is saved first (returned)."""
     fresh = generate(lesson)
     current = lesson.exercise.read_text(encoding="utf-8") if lesson.exercise.is_file() else None
-    untouched = current in (None, fresh) or not edited_since_generated(current)  # run, perhaps, but not edited
+    untouched = current is None or not edited_since_generated(current)  # run, perhaps, but not edited
     saved = None if untouched else save_attempt(lesson)
     lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
     lesson.exercise.write_text(fresh, encoding="utf-8")

@@ -12,6 +12,8 @@ file (set by `course check`), it also appends one JSON line per check there.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 from typing import Any
@@ -171,15 +173,18 @@ class _Recorder:
                     report.write(json.dumps(result) + "\n")
 
 
-def with_deadline(test: Any, seconds: float) -> Any:
-    """An async check that fails with a message after `seconds` instead of hanging the cell.
+def with_deadline(test: Any, seconds: float, message: str | None = None) -> Any:
+    """An async test that fails (AssertionError: `message`) after `seconds` instead of hanging.
 
     A hung async check cannot be stopped from JupyterLab (the checks run in a thread, and
     interrupting the kernel does not reach it); a deadline inside its own event loop can.
     """
-    import functools
+    import anyio  # here, not at the top: the CLI imports this module and never needs it
 
-    import anyio
+    message = message or (
+        f"did not finish within {seconds:g} s: something waits forever (a stream that never ends "
+        "read in-process, a lock or event never released, a request to a server that is not running?)"
+    )
 
     @functools.wraps(test)
     async def bounded(*args: Any, **kwargs: Any) -> Any:
@@ -187,17 +192,12 @@ def with_deadline(test: Any, seconds: float) -> Any:
             with anyio.fail_after(seconds):
                 return await test(*args, **kwargs)
         except TimeoutError:
-            raise AssertionError(
-                f"did not finish within {seconds:g} s: something waits forever (a stream that never ends "
-                "read in-process, a lock or event never released, a request to a server that is not running?)"
-            ) from None
+            raise AssertionError(message) from None
 
     return bounded
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    import inspect
-
     seconds = float(os.environ.get(DEADLINE_ENV) or DEFAULT_DEADLINE_S)
     for item in items:
         test = getattr(item, "obj", None)

@@ -41,14 +41,29 @@ def _recording(app: Any, errors: list[BaseException]) -> Any:
     """Wrap an ASGI app so exceptions it raises are recorded (then re-raised as usual)."""
 
     async def wrapper(scope: dict, receive: Any, send: Any) -> None:
-        try:
+        if scope.get("type") == "lifespan":
             await app(scope, receive, send)
+            return
+        held: list[dict] = []
+
+        async def send_or_hold(message: dict) -> None:
+            # A 500 waits until the app has finished, so the exception behind it is recorded
+            # before the client can see the response (a check reads the record right after).
+            if held or (message["type"] == "http.response.start" and message.get("status") == 500):
+                held.append(message)
+            else:
+                await send(message)
+
+        try:
+            await app(scope, receive, send_or_hold)
         except BaseException as exc:  # recorded, never swallowed
-            if scope.get("type") != "lifespan":
-                errors.append(exc)
-                RECENT_APP_ERRORS.append(exc)
-                del RECENT_APP_ERRORS[:-_MAX_RECENT]
+            errors.append(exc)
+            RECENT_APP_ERRORS.append(exc)
+            del RECENT_APP_ERRORS[:-_MAX_RECENT]
             raise
+        finally:
+            for message in held:
+                await send(message)
 
     return wrapper
 

@@ -87,6 +87,19 @@ def test_run_server_records_app_errors_behind_a_500():
     assert server.errors[0] in RECENT_APP_ERRORS
 
 
+@pytest.mark.anyio
+async def test_an_app_error_is_recorded_before_the_client_sees_its_500():
+    # a check classifies its outcome right after the response: the record must already be there
+    with run_server(make_app(), log_level="critical") as server:
+        recorded_in_time = []
+        for _ in range(30):
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                before = len(server.errors)
+                assert (await client.get("/boom")).status_code == 500
+                recorded_in_time.append(len(server.errors) == before + 1)
+    assert all(recorded_in_time), f"recorded only after the 500 had arrived in {recorded_in_time.count(False)} of 30"
+
+
 def test_run_server_reports_a_failing_startup():
     @asynccontextmanager
     async def broken(app: FastAPI) -> AsyncIterator[None]:

@@ -16,7 +16,7 @@
     [right.regions]
     ...
 
-A region is named by the function whose body holds it (`name#2` for its second region). Its
+A region is named by the function (or class) whose body holds it (`name#2` for its second region). Its
 code is written unindented; it is indented like the region it replaces.
 
 One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
@@ -43,7 +43,7 @@ from coursekit.runner import CHECK_MAGIC, _first_error, _is_check_cell, _source,
 
 CORPUS_DIR = Path("tests") / "corpus"
 NO_MESSAGE = "an assert failed (it has no message)"
-DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
+DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?(?:def|class)[ \t]+(?P<name>\w+)")
 
 
 @dataclass

@@ -82,22 +82,29 @@ async def test_one_raising_task_skips_the_next() -> None:
 
 
 async def test_async_def_tasks_run_on_the_event_loop_thread_and_def_tasks_in_the_threadpool() -> None:
-    threads: dict[str, str] = {}
+    threads: dict[str, int] = {}
 
     async def async_task() -> None:
-        threads["async"] = threading.current_thread().name
+        threads["async task"] = threading.get_ident()
 
     def sync_task() -> None:
-        threads["sync"] = threading.current_thread().name
+        threads["def task"] = threading.get_ident()
 
-    with run_server(app_with_tasks(async_task, sync_task)) as server:
+    app = app_with_tasks(async_task, sync_task)
+
+    @app.get("/loop")
+    async def loop_thread() -> None:
+        threads["event loop"] = threading.get_ident()
+
+    with run_server(app) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
+            await client.get("/loop")
             await client.post("/run")
         for _ in range(500):
-            if len(threads) == 2:
+            if len(threads) == 3:
                 break
             threading.Event().wait(0.01)
-    assert threads["async"].startswith("uvicorn-") and threads["sync"] != threads["async"]
+    assert threads["async task"] == threads["event loop"] != threads["def task"]
 
 
 async def test_returning_the_committed_table_object_answers_200_and_an_empty_body(engine: Engine) -> None:

@@ -226,3 +226,28 @@ def test_starlette_cancels_the_stream_on_disconnect_in_a_task_group():
     assert "listen_for_disconnect" in call and "task_group.cancel_scope.cancel()" in call, (
         "lesson 06 section 6 says StreamingResponse cancels its task group on http.disconnect"
     )
+
+
+@pytest.mark.anyio
+async def test_server_sent_event_data_is_not_filtered_plain_items_are():
+    class Stored(BaseModel):
+        id: int
+        title: str
+        secret: str
+
+    app = FastAPI()
+
+    @app.get("/plain", response_class=EventSourceResponse)
+    async def plain() -> AsyncIterable[Item]:
+        yield Stored(id=1, title="a", secret="s")
+
+    @app.get("/wrapped", response_class=EventSourceResponse)
+    async def wrapped() -> AsyncIterable[ServerSentEvent]:
+        yield ServerSentEvent(data=Stored(id=1, title="a", secret="s"))
+
+    async with app_client(app) as client:
+        plain_text, wrapped_text = [(await client.get(p)).text for p in ("/plain", "/wrapped")]
+    assert plain_text == 'data: {"id":1,"title":"a"}\n\n'
+    assert wrapped_text == 'data: {"id":1,"title":"a","secret":"s"}\n\n', (
+        "lesson 06 section 4 (and exercise 06's live feed) say a ServerSentEvent's data is sent unfiltered"
+    )

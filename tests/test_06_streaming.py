@@ -160,3 +160,94 @@ async def test_disconnect_cancels_the_generator_and_runs_finally():
                 gc.collect()  # a generator abandoned at a yield is cleaned up when finalized
                 await asyncio.sleep(0.01)
     assert log == ["cleanup"]
+
+
+@pytest.mark.anyio
+async def test_error_before_the_first_item_is_a_200_a_dependency_makes_it_a_404():
+    from fastapi import HTTPException
+
+    app = FastAPI()
+
+    def exists(item_id: int) -> int:
+        if item_id != 1:
+            raise HTTPException(status_code=404, detail="no such item")
+        return item_id
+
+    @app.get("/late/{item_id}")
+    async def late(item_id: int) -> AsyncIterable[Item]:
+        if item_id != 1:
+            raise HTTPException(status_code=404, detail="no such item")
+        yield Item(id=item_id, title="a")
+
+    @app.get("/late-sse/{item_id}", response_class=EventSourceResponse)
+    async def late_sse(item_id: int) -> AsyncIterable[Item]:
+        if item_id != 1:
+            raise HTTPException(status_code=404, detail="no such item")
+        yield Item(id=item_id, title="a")
+
+    @app.get("/early/{item_id}")
+    async def early(item_id: Annotated[int, Depends(exists)]) -> AsyncIterable[Item]:
+        yield Item(id=item_id, title="a")
+
+    async with app_client(app, raise_app_exceptions=False) as client:
+        late_lines, late_events, early_lines = [await client.get(p) for p in ("/late/2", "/late-sse/2", "/early/2")]
+    assert (late_lines.status_code, late_lines.text) == (200, ""), "lesson 06 says: a 404 in the generator is a 200"
+    assert (late_events.status_code, late_events.text) == (200, "")
+    assert (early_lines.status_code, early_lines.json()) == (404, {"detail": "no such item"})
+    assert app.openapi()["openapi"] == "3.1.0", "lesson 06 says FastAPI labels the document 3.1.0 (itemSchema is 3.2)"
+
+
+@pytest.mark.anyio
+async def test_streamed_items_are_validated_from_attributes():
+    class Row:  # an object with attributes, like a table row
+        id = 1
+        title = "a"
+
+    app = FastAPI()
+
+    @app.get("/rows")
+    async def rows() -> AsyncIterable[Item]:
+        yield Row()
+
+    async with app_client(app) as client:
+        response = await client.get("/rows")
+    assert response.text == '{"id":1,"title":"a"}\n', "lesson 06 section 7: FastAPI validates items from attributes"
+    with pytest.raises(ValidationError):
+        Item.model_validate(Row())
+    assert Item.model_validate(Row(), from_attributes=True) == Item(id=1, title="a")
+
+
+def test_starlette_cancels_the_stream_on_disconnect_in_a_task_group():
+    import inspect
+
+    from starlette.responses import StreamingResponse
+
+    call = inspect.getsource(StreamingResponse.__call__)
+    assert "listen_for_disconnect" in call and "task_group.cancel_scope.cancel()" in call, (
+        "lesson 06 section 6 says StreamingResponse cancels its task group on http.disconnect"
+    )
+
+
+@pytest.mark.anyio
+async def test_server_sent_event_data_is_not_filtered_plain_items_are():
+    class Stored(BaseModel):
+        id: int
+        title: str
+        secret: str
+
+    app = FastAPI()
+
+    @app.get("/plain", response_class=EventSourceResponse)
+    async def plain() -> AsyncIterable[Item]:
+        yield Stored(id=1, title="a", secret="s")
+
+    @app.get("/wrapped", response_class=EventSourceResponse)
+    async def wrapped() -> AsyncIterable[ServerSentEvent]:
+        yield ServerSentEvent(data=Stored(id=1, title="a", secret="s"))
+
+    async with app_client(app) as client:
+        plain_text, wrapped_text = [(await client.get(p)).text for p in ("/plain", "/wrapped")]
+    assert plain_text == 'data: {"id":1,"title":"a"}\n\n'
+    assert wrapped_text == 'data: {"id":1,"title":"a","secret":"s"}\n\n', (
+        "lesson 06 section 4 (and exercise 06's live feed) say a ServerSentEvent's data is sent unfiltered"
+    )

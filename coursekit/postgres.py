@@ -201,16 +201,17 @@ def _sqlite_fallback(reason: str) -> Database:
 
 
 async def start_database(
-    *, embedded: bool = True, timeout: float = 5.0, settings: dict[str, str] | None = None
+    *, embedded: bool = True, timeout: float = 5.0, settings: dict[str, str] | None = None, from_env: bool = True
 ) -> Database:
     """A database for the notebook: DATABASE_URL, else an embedded PostgreSQL, else SQLite.
 
     Never raises for a missing server: the fallback's `reason` says what went wrong.
     `embedded=False` skips the embedded server (to try the fallback).
     `settings` (server settings such as {"max_connections": "64"}) apply to the embedded server
-    only: a DATABASE_URL server keeps its own.
+    only: a DATABASE_URL server keeps its own. `from_env=False` ignores DATABASE_URL (a second,
+    differently configured server next to the learner's).
     """
-    url = os.environ.get(ENV_VAR, "").strip()
+    url = os.environ.get(ENV_VAR, "").strip() if from_env else ""
     if url:
         url = async_url(url)
         problem = await _can_connect(url, timeout)

@@ -188,3 +188,14 @@ def test_embedded_server_takes_start_up_settings(no_database_url):
         db.stop()
     assert gone(db.server_pid), "the restarted server is still running after stop()"
     assert not folder.exists(), "stop() left its temporary directory behind"
+
+
+def test_from_env_false_starts_an_embedded_server_despite_database_url(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    db = run(start_database(from_env=False))
+    try:
+        if os.environ.get("CI") and not db.is_postgres:
+            pytest.fail(f"CI must run lesson 07 on PostgreSQL, but: {db.reason}")
+        assert db.source in ("embedded", "sqlite-fallback") and "DATABASE_URL is set" not in db.reason
+    finally:
+        db.stop()

@@ -126,3 +126,92 @@ def test_patch_model_refuses_null_but_allows_leaving_a_field_out() -> None:
     assert TaskUpdate.model_validate({}).model_dump(exclude_unset=True) == {}
     with pytest.raises(ValidationError):
         TaskUpdate.model_validate({"title": None})
+
+
+async def test_sync_session_returning_the_table_model_after_commit_answers_empty(tmp_path: Path) -> None:
+    """The reference tutorial's sync code: `commit(); return db_task` answers {} without a read model."""
+    from collections.abc import Iterator
+
+    from sqlmodel import Session, create_engine
+
+    sync_engine = create_engine(f"sqlite:///{tmp_path}/sync.db")
+    Base.metadata.create_all(sync_engine)
+
+    def get_session() -> Iterator[Session]:
+        with Session(sync_engine) as session:
+            yield session
+
+    SyncSession = Annotated[Session, Depends(get_session)]
+    app = FastAPI()
+
+    class TaskRead(Base):
+        id: int
+        title: str
+
+    @app.post("/no-model")
+    def no_model(title: str, session: SyncSession):  # noqa: ANN202 - the tutorial's shape
+        task = Task(title=title)
+        session.add(task)
+        session.commit()
+        return task
+
+    @app.post("/table-model")
+    def table_model(title: str, session: SyncSession) -> Task:
+        task = Task(title=title)
+        session.add(task)
+        session.commit()
+        return task
+
+    @app.post("/read-model")
+    def read_model(title: str, session: SyncSession) -> TaskRead:
+        task = Task(title=title)
+        session.add(task)
+        session.commit()
+        return task
+
+    @app.post("/refreshed")
+    def refreshed(title: str, session: SyncSession) -> Task:
+        task = Task(title=title)
+        session.add(task)
+        session.commit()
+        session.refresh(task)
+        return task
+
+    try:
+        async with app_client(app) as client:
+            bodies = {path: (await client.post(path, params={"title": "x"})).json() for path in ("/no-model", "/table-model", "/read-model", "/refreshed")}
+    finally:
+        sync_engine.dispose()
+    assert bodies["/no-model"] == bodies["/table-model"] == {}
+    assert sorted(bodies["/read-model"]) == sorted(bodies["/refreshed"]) == ["id", "title"]
+
+
+async def test_nothing_committed_nothing_expired_but_commit_and_rollback_expire_all(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        session.add(Task(title="t"))
+        await session.commit()
+    async with AsyncSession(engine) as session:  # expire_on_commit=True
+        loaded = await session.get(Task, 1)
+    assert loaded.title == "t" and inspect(loaded).detached and not inspect(loaded).expired_attributes
+    async with AsyncSession(engine) as session:
+        only_read = await session.get(Task, 1)
+        session.add(Task(title="other"))
+        await session.commit()
+        assert inspect(only_read).expired_attributes == {"id", "title"}
+        await session.refresh(only_read)
+        await session.rollback()
+        assert inspect(only_read).expired_attributes == {"id", "title"}
+
+
+async def test_run_in_threadpool_passes_keywords_anyio_run_sync_does_not() -> None:
+    import functools
+
+    from starlette.concurrency import run_in_threadpool
+
+    def f(a: int, *, kw: int) -> tuple[int, int]:
+        return (a, kw)
+
+    assert await run_in_threadpool(f, 1, kw=2) == (1, 2)
+    assert await anyio.to_thread.run_sync(functools.partial(f, 1, kw=2)) == (1, 2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'kw'"):
+        await anyio.to_thread.run_sync(f, 1, kw=2)  # type: ignore[call-arg]

@@ -206,8 +206,10 @@ async def test_trailing_slash_redirects_with_307_and_httpx_does_not_follow():
 
 
 async def test_middleware_added_last_is_outermost():
+    challenge = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}  # RFC 9110 15.5.2: a 401 carries a challenge
+
     async def reject(scope, receive, send):
-        await JSONResponse({"detail": "no"}, 401)(scope, receive, send)
+        await JSONResponse({"detail": "no"}, 401, headers=challenge)(scope, receive, send)
 
     class Gate:
         def __init__(self, app) -> None:
@@ -224,15 +226,68 @@ async def test_middleware_added_last_is_outermost():
     inner_cors.add_middleware(Gate)
     outer_cors = FastAPI()
     outer_cors.add_middleware(Gate)
-    outer_cors.add_middleware(CORSMiddleware, allow_origins=[origin["Origin"]])
+    outer_cors.add_middleware(CORSMiddleware, allow_origins=[origin["Origin"]], expose_headers=["WWW-Authenticate"])
     assert [m.cls for m in outer_cors.user_middleware] == [CORSMiddleware, Gate]  # [0] is outermost
 
     async with app_client(inner_cors) as client:
         r = await client.get("/", headers=origin)
     assert r.status_code == 401 and "access-control-allow-origin" not in r.headers
+    assert r.headers["www-authenticate"] == challenge["WWW-Authenticate"]
     async with app_client(outer_cors) as client:
         r = await client.get("/", headers=origin)
     assert r.status_code == 401 and r.headers["access-control-allow-origin"] == origin["Origin"]
+    assert r.headers["www-authenticate"] == challenge["WWW-Authenticate"]  # CORS keeps the challenge...
+    assert r.headers["access-control-expose-headers"] == "WWW-Authenticate"  # ...and lets scripts read it
+
+
+async def test_cors_allows_only_get_by_default_and_always_content_type():
+    app = FastAPI()
+    app.add_middleware(CORSMiddleware, allow_origins=["https://app.example.com"])
+    ask = {"Origin": "https://app.example.com", "Access-Control-Request-Headers": "content-type"}
+    async with app_client(app) as client:
+        get = await client.options("/", headers={**ask, "Access-Control-Request-Method": "GET"})
+        patch = await client.options("/", headers={**ask, "Access-Control-Request-Method": "PATCH"})
+        simple = await client.get("/", headers={"Origin": "https://app.example.com"})
+    assert get.status_code == 200 and "Content-Type" in get.headers["access-control-allow-headers"]
+    assert patch.status_code == 400 and patch.text == "Disallowed CORS method"
+    assert "access-control-expose-headers" not in simple.headers  # nothing exposed unless listed
+
+
+def test_a_router_prefix_with_slash_path_registers_a_trailing_slash():
+    slash, bare = APIRouter(prefix="/loans"), APIRouter(prefix="/loans")
+    slash.get("/")(lambda: None)
+    bare.get("")(lambda: None)
+    assert [r.path for r in slash.routes] == ["/loans/"] and [r.path for r in bare.routes] == ["/loans"]
+
+
+def test_sqlite_ignores_for_update():
+    from sqlalchemy import column, select, table
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    query = select(table("shelf", column("on_shelf"))).with_for_update()
+    assert "FOR UPDATE" not in str(query.compile(dialect=sqlite.dialect()))
+    assert "FOR UPDATE" in str(query.compile(dialect=postgresql.dialect()))
+
+
+async def test_conditional_update_rowcount_tells_who_won(tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'claims.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE claim (id INTEGER PRIMARY KEY, owner TEXT)"))
+            await conn.execute(text("INSERT INTO claim (id, owner) VALUES (1, NULL)"))
+        won = []
+        for user in ("ada", "grace"):
+            async with engine.begin() as conn:
+                result = await conn.execute(
+                    text("UPDATE claim SET owner = :u WHERE id = 1 AND owner IS NULL"), {"u": user}
+                )
+                won.append(result.rowcount)
+        assert won == [1, 0]
+    finally:
+        await engine.dispose()
 
 
 def test_naive_datetime_serialises_without_offset_and_aware_datetime_refuses_it():

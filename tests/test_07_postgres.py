@@ -156,3 +156,46 @@ def test_a_server_with_no_listed_owner_is_not_reaped():
         import shutil
 
         shutil.rmtree(fake, ignore_errors=True)
+
+
+def test_embedded_server_takes_start_up_settings(no_database_url):
+    """max_connections is read at start-up only: the server is restarted with it (exercise 07 needs a non-default one)."""
+    db = run(start_database(settings={"max_connections": "40", "reserved_connections": "2"}))
+    if not db.is_postgres:
+        db.stop()
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run lesson 07 on PostgreSQL, but: {db.reason}")
+        pytest.skip(f"no embedded PostgreSQL here: {db.reason}")
+
+    async def show() -> tuple[str, str]:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(db.url)
+        try:
+            async with engine.connect() as conn:
+                return (
+                    (await conn.execute(text("show max_connections"))).scalar_one(),
+                    (await conn.execute(text("show reserved_connections"))).scalar_one(),
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        assert run(show()) == ("40", "2")
+        folder = server_dir(db)
+    finally:
+        db.stop()
+    assert gone(db.server_pid), "the restarted server is still running after stop()"
+    assert not folder.exists(), "stop() left its temporary directory behind"
+
+
+def test_from_env_false_starts_an_embedded_server_despite_database_url(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    db = run(start_database(from_env=False))
+    try:
+        if os.environ.get("CI") and not db.is_postgres:
+            pytest.fail(f"CI must run lesson 07 on PostgreSQL, but: {db.reason}")
+        assert db.source in ("embedded", "sqlite-fallback") and "DATABASE_URL is set" not in db.reason
+    finally:
+        db.stop()

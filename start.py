@@ -77,7 +77,13 @@ def main(argv: list[str]) -> int:
         print(f"Ready. Open the course with: python3 start.py   (or run the tests: {venv_python().relative_to(ROOT)} -m pytest)")
         return 0
     os.chdir(ROOT)
-    return subprocess.call(jupyter_command(extra))
+    command = jupyter_command(extra)
+    if os.name == "posix":
+        # Become JupyterLab (same process id): a kill, Ctrl-C or a closed terminal then reaches the
+        # server itself. A child process would keep running after start.py was killed.
+        sys.stdout.flush()
+        os.execv(command[0], command)
+    return subprocess.call(command)  # Windows: Ctrl-C reaches the whole console group anyway
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions
   course record NN|all            (authors) re-execute lesson + solution, store outputs
+  course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
 """
 
 from __future__ import annotations
@@ -241,6 +242,27 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from coursekit.corpus import lesson_by_key, run_corpus
+
+    lesson = lesson_by_key(args.lesson, course_root())
+    held = 0
+    results = []
+    for result in run_corpus(lesson, lesson.root, only=args.only):
+        held += result.ok
+        results.append(result)
+        if args.json:
+            continue
+        mark = "✔" if result.ok else "✘"
+        _out(f"{mark} {result.entry.kind:<5} {result.entry.id} ({result.seconds:.1f} s): {result.summary}")
+    if args.json:
+        _out(json.dumps([{"kind": r.entry.kind, "id": r.entry.id, "ok": r.ok, "summary": r.summary,
+                          "checks": r.checks} for r in results], indent=1))
+    else:
+        _out(f"{held} of {len(results)} entries hold")
+    return 0 if held == len(results) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="course", description="FastAPI Advanced Patterns: course tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -273,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("record", help="(authors) execute lesson + solution in place, rebuild the exercise")
     rec.add_argument("lesson", help="lesson id, or all")
     rec.set_defaults(func=cmd_record)
+
+    cor = sub.add_parser("corpus", help="(authors) prove the checks: every wrong answer fails, every right one passes")
+    cor.add_argument("lesson", help="lesson id or stem")
+    cor.add_argument("--only", nargs="+", metavar="ID", help="only these entries")
+    cor.add_argument("--json", action="store_true", help="machine-readable output")
+    cor.set_defaults(func=cmd_corpus)
     return p
 
 

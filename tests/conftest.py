@@ -39,3 +39,56 @@ def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+# ---- tests/corpus/*.toml: each exercise's wrong and right answers, run against its checks ----
+# One file per exercise, one kernel per file (the file's setup), one test item per entry, so a
+# failing entry is named in pytest's summary: tests/corpus/01_x.toml::wrong::create_never_stores
+
+
+class CorpusFile(pytest.File):
+    def collect(self):
+        from coursekit.corpus import load
+
+        for entry in load(self.path):
+            yield CorpusEntry.from_parent(self, name=f"{entry.kind}::{entry.id}", entry=entry)
+
+    def setup(self):
+        from coursekit.corpus import CorpusRun, lesson_by_key
+
+        lesson = lesson_by_key(self.path.stem, ROOT)
+        self.run = CorpusRun(lesson.solution).__enter__()
+
+    def teardown(self):
+        run = getattr(self, "run", None)
+        if run is not None:
+            run.__exit__(None, None, None)
+
+
+class CorpusEntry(pytest.Item):
+    def __init__(self, *, entry, **kwargs):
+        super().__init__(**kwargs)
+        self.entry = entry
+
+    def runtest(self):
+        result = self.parent.run.try_entry(self.entry)
+        if not result.ok:
+            raise CorpusEntryFailed(result.summary)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, CorpusEntryFailed):
+            return f"{self.entry.kind} answer {self.entry.id!r}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}::{self.name}"
+
+
+class CorpusEntryFailed(Exception):
+    pass
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix == ".toml" and file_path.parent.name == "corpus":
+        return CorpusFile.from_parent(parent, path=file_path)
+    return None

@@ -216,3 +216,14 @@ def test_after_it():
     assert statuses["test_waits_forever"][0] == "failed", statuses
     assert statuses["test_waits_forever"][1].startswith("did not finish within 1 s: something waits forever")
     assert statuses["test_after_it"] == ("passed", "")  # the cell went on to the next check
+
+
+def test_corpus_reports_each_entry_and_exits_by_the_verdict():
+    result = course("corpus", "00", "--only", "plain_def", "name_required")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("✔ wrong name_required") and "test_hello_defaults_to_world failed: " in lines[0]
+    assert lines[1].startswith("✔ right plain_def") and lines[1].endswith("all 2 checks passed")
+    assert lines[-1] == "2 of 2 entries hold"
+    missing = course("corpus", "99")
+    assert missing.returncode == 2 and "no lesson '99'" in missing.stderr

@@ -1,4 +1,8 @@
-"""The README's first command opens JupyterLab on the start notebook: start it headless and ask."""
+"""The README's first command opens JupyterLab on the start notebook: start it headless and ask.
+
+Started as a learner starts it, `python3 start.py -- <options>`; stopping that process (its pid)
+must stop JupyterLab too, not leave a server running behind it.
+"""
 
 import os
 import secrets
@@ -21,11 +25,10 @@ def free_port() -> int:
 def test_jupyterlab_serves_the_start_notebook(tmp_path):
     start = import_start()
     port, token = free_port(), secrets.token_hex(16)
-    command = start.jupyter_command(
-        ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--IdentityProvider.token={token}"],
-        python=sys.executable,
-    )
+    options = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+               f"--IdentityProvider.token={token}"]
+    assert start.jupyter_command(options)[1:5] == ["-m", "jupyter", "lab", "notebooks/00_start_here.ipynb"]
+    command = [sys.executable, str(ROOT / "start.py"), "--", *options]
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -48,6 +51,11 @@ def test_jupyterlab_serves_the_start_notebook(tmp_path):
         assert httpx.get(f"{base}/lab", headers={"Authorization": f"token {token}"}, timeout=10).status_code == 200
         listing = httpx.get(f"{base}/api/contents", headers={"Authorization": f"token {token}"}, timeout=5).json()
         assert {"notebooks", "exercises", "solutions"} <= {item["name"] for item in listing["content"]}
+        server.terminate()  # SIGTERM to the pid start.py started as
+        server.wait(timeout=30)
+        with socket.socket() as probe:
+            refused = probe.connect_ex(("127.0.0.1", port)) != 0
+        assert refused, "start.py was stopped but JupyterLab still answers on its port: it outlived start.py"
     finally:
         server.terminate()
         try:

@@ -1,0 +1,311 @@
+"""Wrong-answer and right-answer corpora: proof that an exercise's checks judge behaviour.
+
+`tests/corpus/<NN_slug>.toml` holds, for one exercise, answers a learner could plausibly write:
+
+    [[wrong]]                      # must make `check` report failed, with a message
+    id = "create_never_stores"
+    concept = "201 Created means the resource exists: a later GET must find it"
+    check = "test_created_order_can_be_read"
+    message = "404"                # optional: a substring the failure message must contain
+    [wrong.regions]
+    add_create_order = '''...'''   # replaces the answer region inside `def add_create_order`
+
+    [[right]]                      # must pass every check
+    id = "..."
+    why = "..."
+    [right.regions]
+    ...
+
+A region is named by the function (or class) whose body holds it (`name#2` for its second region). Its
+code is written unindented; it is indented like the region it replaces.
+
+One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
+holding its regions (entry code in place) and every following cell up to the last check cell,
+with only the named check for a wrong answer; the original cells are re-executed after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import textwrap
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coursekit.build import BEGIN, END
+from coursekit.checks import REPORT_ENV
+from coursekit.manifest import CourseError, Lesson, lessons
+from coursekit.runner import CHECK_MAGIC, _first_error, _is_check_cell, _source, notebook_check_ids, read_notebook
+
+CORPUS_DIR = Path("tests") / "corpus"
+NO_MESSAGE = "an assert failed (it has no message)"
+DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?(?:def|class)[ \t]+(?P<name>\w+)")
+
+
+@dataclass
+class Entry:
+    kind: str  # "wrong" | "right"
+    id: str
+    regions: dict[str, str]
+    reason: str  # concept (wrong) or why (right)
+    check: str = ""  # wrong only
+    message: str = ""  # wrong only, optional
+
+
+@dataclass
+class EntryResult:
+    entry: Entry
+    ok: bool
+    summary: str  # one line: what the checks said, or why the entry did not hold
+    checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (status, message)
+    seconds: float = 0.0
+
+
+def corpus_path(lesson: Lesson, root: Path) -> Path:
+    return root / CORPUS_DIR / f"{lesson.stem}.toml"
+
+
+def load(path: Path) -> list[Entry]:
+    """The entries of one corpus file; CourseError naming the entry for anything malformed."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CourseError(f"{path}: not a readable corpus ({exc})") from None
+    unknown = set(data) - {"wrong", "right"}
+    if unknown:
+        raise CourseError(f"{path}: unknown top-level keys {sorted(unknown)} (only [[wrong]] and [[right]])")
+    entries: list[Entry] = []
+    for kind, reason_key, allowed in (
+        ("wrong", "concept", {"id", "concept", "check", "message", "regions"}),
+        ("right", "why", {"id", "why", "regions"}),
+    ):
+        for number, raw in enumerate(data.get(kind, []), start=1):
+            where = f"{path.name}: [[{kind}]] #{number} ({raw.get('id', 'no id')})"
+            extra = set(raw) - allowed
+            if extra:
+                raise CourseError(f"{where}: unknown keys {sorted(extra)}")
+            regions = raw.get("regions")
+            if not raw.get("id") or not raw.get(reason_key) or not isinstance(regions, dict) or not regions:
+                raise CourseError(f"{where}: needs id, {reason_key} and a non-empty [regions] table")
+            if kind == "wrong" and not raw.get("check"):
+                raise CourseError(f"{where}: a wrong answer names the check that must catch it (check = ...)")
+            entries.append(
+                Entry(kind, raw["id"], {k: str(v) for k, v in regions.items()}, raw[reason_key],
+                      raw.get("check", ""), raw.get("message", ""))
+            )
+    ids = [e.id for e in entries]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise CourseError(f"{path.name}: entry ids used twice: {duplicates}")
+    return entries
+
+
+def regions_of(notebook: dict) -> dict[str, tuple[int, int, int, str]]:
+    """Every answer region: name -> (cell index, first line, last line (markers included), indent)."""
+    found: dict[str, tuple[int, int, int, str]] = {}
+    for index, cell in enumerate(notebook["cells"]):
+        if cell.get("cell_type") != "code":
+            continue
+        lines = _source(cell).splitlines()
+        start = None
+        for number, line in enumerate(lines):
+            if begin := BEGIN.match(line):
+                start, indent = number, begin.group("indent")
+            elif END.match(line) and start is not None:
+                owner = _enclosing_function(lines, start, indent)
+                name, ordinal = owner, 2
+                while name in found:
+                    name, ordinal = f"{owner}#{ordinal}", ordinal + 1
+                found[name] = (index, start, number, indent)
+                start = None
+    return found
+
+
+def _enclosing_function(lines: list[str], start: int, indent: str) -> str:
+    for line in reversed(lines[:start]):
+        match = DEF.match(line)
+        if match and len(match.group("indent")) < len(indent):
+            return match.group("name")
+    return "<cell>"
+
+
+def replaced_cells(notebook: dict, regions: dict[str, str]) -> dict[int, str]:
+    """Cell index -> new source, with each named region's body replaced by the entry's code."""
+    known = regions_of(notebook)
+    missing = sorted(set(regions) - set(known))
+    if missing:
+        raise CourseError(f"no answer region named {missing}; the solution's regions are {sorted(known)}")
+    edits: dict[int, list[tuple[int, int, str, str]]] = {}
+    for name, code in regions.items():
+        index, first, last, indent = known[name]
+        edits.setdefault(index, []).append((first, last, indent, code))
+    sources: dict[int, str] = {}
+    for index, cell_edits in edits.items():
+        lines = _source(notebook["cells"][index]).splitlines()
+        for first, last, indent, code in sorted(cell_edits, reverse=True):  # bottom-up keeps line numbers
+            body = textwrap.indent(textwrap.dedent(code).strip("\n"), indent, lambda line: True).splitlines()
+            lines[first + 1 : last] = body
+        sources[index] = "\n".join(lines)
+    return sources
+
+
+def only_check(cell_source: str, check_id: str) -> str:
+    """A check cell that runs only `check_id` (pytest -k on the %%ipytest line)."""
+    first, _, rest = cell_source.lstrip().partition("\n")
+    return f"{first} -k {check_id}\n{rest}"
+
+
+class CorpusRun:
+    """One kernel that has run a solution notebook, ready to try entries against its checks."""
+
+    def __init__(self, solution: Path, *, cell_timeout: float = 120) -> None:
+        self.solution = Path(solution)
+        self.notebook = read_notebook(self.solution)
+        self.cell_timeout = cell_timeout
+        cells = self.notebook["cells"]
+        self.check_cells = [i for i, cell in enumerate(cells) if _is_check_cell(cell)]
+        if not self.check_cells:
+            raise CourseError(f"{solution}: has no check cells")
+        self.last_check = self.check_cells[-1]
+        self.check_ids = notebook_check_ids(self.notebook)
+        self._tmp = tempfile.TemporaryDirectory(prefix="course-corpus-")
+        self.report = Path(self._tmp.name) / "checks.jsonl"
+        self._client = None
+        self._kernel = None
+
+    def __enter__(self) -> CorpusRun:
+        import nbformat
+        from nbclient import NotebookClient
+
+        self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
+        self._client = NotebookClient(
+            self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
+            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            resources={"metadata": {"path": str(self.solution.parent.resolve())}},
+        )
+        env = {**os.environ, REPORT_ENV: str(self.report), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        self._kernel = self._client.setup_kernel(env=env)
+        self._kernel.__enter__()
+        errors = self._run(range(0, self.last_check + 1), {}, skip_checks=True)
+        if errors:
+            self.__exit__(None, None, None)
+            raise CourseError(f"{self.solution}: the solution itself fails before its checks: {errors[0]}")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._kernel is not None:
+            try:
+                # cells after the last check (stop a database, ...) run once, at the end
+                self._run(range(self.last_check + 1, len(self.notebook["cells"])), {}, skip_checks=True)
+            finally:
+                self._kernel.__exit__(None, None, None)
+                self._kernel = None
+        self._tmp.cleanup()
+
+    def _run(self, indexes: range, sources: dict[int, str], *, skip_checks: bool = False,
+             only: str | None = None) -> list[str]:
+        """Execute cells (with replaced sources); returns one line per cell that raised."""
+        import nbformat
+
+        errors = []
+        for index in indexes:
+            original = self.notebook["cells"][index]  # not self._nb: nbclient keeps executed cells there
+            if original["cell_type"] != "code":
+                continue
+            is_check = _is_check_cell(original)
+            if is_check and skip_checks:
+                continue
+            source = sources.get(index, _source(original))
+            if is_check and only is not None:
+                if only not in notebook_check_ids({"cells": [original]}):
+                    continue
+                source = only_check(source, only)
+            cell = nbformat.v4.new_code_cell(source)
+            try:
+                self._client.execute_cell(cell, index)
+            except Exception as exc:  # a timeout, a dead kernel: the entry's result says so
+                errors.append(f"cell {index + 1}: {type(exc).__name__}: {exc}")
+                continue
+            problem = _first_error(cell)
+            if problem:  # a check cell raises when a check fails: the judges read the checks first
+                errors.append(f"cell {index + 1}: {problem}")
+        return errors
+
+    def _recorded(self, offset: int) -> dict[str, tuple[str, str]]:
+        if not self.report.exists():
+            return {}
+        with self.report.open(encoding="utf-8") as handle:
+            handle.seek(offset)
+            lines = handle.read().splitlines()
+        return {r["id"]: (r["status"], r["message"]) for r in map(json.loads, filter(None, lines))}
+
+    def try_entry(self, entry: Entry) -> EntryResult:
+        started = time.monotonic()
+        try:
+            sources = replaced_cells(self.notebook, entry.regions)
+        except CourseError as exc:
+            return EntryResult(entry, False, str(exc))
+        if entry.kind == "wrong" and entry.check not in self.check_ids:
+            return EntryResult(entry, False, f"names check {entry.check!r}, which the solution does not have")
+        first = min(sources)
+        offset = self.report.stat().st_size if self.report.exists() else 0
+        try:
+            errors = self._run(range(first, self.last_check + 1), sources,
+                               only=entry.check if entry.kind == "wrong" else None)
+            checks = self._recorded(offset)
+        finally:
+            restore_errors = self._run(range(first, self.last_check + 1), {}, skip_checks=True)
+        seconds = time.monotonic() - started
+        if restore_errors:
+            raise CourseError(f"restoring the solution after {entry.id!r} failed: {restore_errors[0]}")
+        ok, summary = (_judge_wrong if entry.kind == "wrong" else _judge_right)(entry, checks, self.check_ids, errors)
+        return EntryResult(entry, ok, summary, checks, seconds)
+
+
+def _judge_wrong(entry: Entry, checks: dict, check_ids: list[str], errors: list[str]) -> tuple[bool, str]:
+    if entry.check not in checks:
+        why = f" ({errors[0]})" if errors else ""
+        return False, f"{entry.check} did not run{why}"
+    status, message = checks[entry.check]
+    if status == "passed":
+        return False, f"{entry.check} PASSED this wrong answer: the check does not see that {entry.reason}"
+    if status != "failed":
+        return False, f"{entry.check} reported {status}, not failed with a teaching message: {message}"
+    if not message or message == NO_MESSAGE:
+        return False, f"{entry.check} failed without a message: a learner would not know why"
+    if entry.message and entry.message not in message:
+        return False, f"{entry.check} failed, but its message does not say {entry.message!r}: {message}"
+    return True, f"{entry.check} failed: {message}"
+
+
+def _judge_right(entry: Entry, checks: dict, check_ids: list[str], errors: list[str]) -> tuple[bool, str]:
+    missing = [c for c in check_ids if c not in checks]
+    bad = [f"{c} {checks[c][0]}: {checks[c][1]}" for c in check_ids if c in checks and checks[c][0] != "passed"]
+    if bad:
+        return False, "a correct answer is refused: " + "; ".join(bad)
+    if missing or errors:
+        why = f" ({errors[0]})" if errors else ""
+        return False, f"checks that did not run: {missing}{why}" if missing else f"a cell raised: {errors[0]}"
+    return True, f"all {len(check_ids)} checks passed"
+
+
+def lesson_by_key(key: str, root: Path) -> Lesson:
+    for lesson in lessons(root):
+        if key in (lesson.id, lesson.stem):
+            return lesson
+    raise CourseError(f"no lesson {key!r} in course.toml")
+
+
+def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
+    """Yield an EntryResult per entry of the lesson's corpus (in file order)."""
+    path = corpus_path(lesson, root)
+    if not path.is_file():
+        raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
+    entries = [e for e in load(path) if not only or e.id in only]
+    with CorpusRun(lesson.solution) as run:
+        for entry in entries:
+            yield run.try_entry(entry)

@@ -1,0 +1,131 @@
+"""coursekit.corpus: the harness that proves each exercise's checks against wrong and right answers.
+
+One kernel runs a tiny solution notebook; entries are judged the way tests/corpus/*.toml are.
+"""
+
+import pytest
+
+from coursekit.corpus import CorpusRun, Entry, load, regions_of, replaced_cells
+from coursekit.manifest import CourseError
+from tests.conftest import write_notebook
+
+SETUP = "import pytest\nfrom coursekit import setup_checks\nsetup_checks()"
+PARTS = '''def double(x):
+    ### BEGIN SOLUTION: double it
+    return 2 * x
+    ### END SOLUTION
+
+
+def triple(x):
+    ### BEGIN SOLUTION
+    return 3 * x
+    ### END SOLUTION
+
+
+def pair(x):
+    ### BEGIN SOLUTION
+    a = x
+    ### END SOLUTION
+    ### BEGIN SOLUTION
+    b = x
+    ### END SOLUTION
+    return (a, b)'''
+CHECKS = '''%%ipytest
+
+def test_double():
+    assert double(2) == 4, f"double(2) gave {double(2)}, expected 4"
+
+
+def test_triple():
+    assert triple(2) == 6
+
+
+def test_pair():
+    assert pair(1) == (1, 1), f"pair(1) gave {pair(1)}"'''
+
+
+@pytest.fixture(scope="module")
+def solution(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("course")
+    return write_notebook(folder / "solutions" / "01_x.ipynb",
+                          [("code", SETUP), ("code", PARTS), ("code", CHECKS), ("code", "print('after the checks')")])
+
+
+@pytest.fixture(scope="module")
+def run(solution):
+    with CorpusRun(solution) as corpus_run:
+        yield corpus_run
+
+
+def wrong(check, code, name="double", message=""):
+    return Entry("wrong", "w", {name: code}, "a concept", check, message)
+
+
+def right(**regions):
+    return Entry("right", "r", regions, "a reason")
+
+
+def test_regions_are_named_by_their_function_and_order(solution):
+    import json
+
+    notebook = json.loads(solution.read_text())
+    assert list(regions_of(notebook)) == ["double", "triple", "pair", "pair#2"]
+    new = replaced_cells(notebook, {"pair#2": "b = -x\nb += 0"})[1]
+    assert "    b = -x\n    b += 0\n    ### END SOLUTION\n    return (a, b)" in new
+    assert "    a = x" in new  # the first region of pair is untouched
+
+
+def test_a_caught_wrong_answer_holds_with_the_checks_message(run):
+    result = run.try_entry(wrong("test_double", "return x + 1", message="expected 4"))
+    assert result.ok, result.summary
+    assert result.summary == "test_double failed: double(2) gave 3, expected 4"
+    assert list(result.checks) == ["test_double"]  # a wrong answer runs only its check
+
+
+def test_a_wrong_answer_that_passes_does_not_hold(run):
+    result = run.try_entry(wrong("test_double", "return x + x"))
+    assert not result.ok and "PASSED this wrong answer" in result.summary
+
+
+def test_a_failure_without_a_message_does_not_hold(run):
+    result = run.try_entry(wrong("test_triple", "return 0", name="triple"))
+    assert not result.ok and "without a message" in result.summary
+
+
+def test_a_crash_is_not_a_teaching_failure(run):
+    result = run.try_entry(wrong("test_double", "return x.upper()"))
+    assert not result.ok and "reported error" in result.summary and "AttributeError" in result.summary
+
+
+def test_the_message_must_say_what_the_entry_expects(run):
+    result = run.try_entry(wrong("test_double", "return 0", message="negative"))
+    assert not result.ok and "does not say 'negative'" in result.summary
+
+
+def test_right_answers_pass_every_check_and_the_solution_is_restored_after_each_entry(run):
+    run.try_entry(wrong("test_double", "return 0"))
+    result = run.try_entry(right(double="return x * 2", **{"pair#2": "b = 0 + x"}))
+    assert result.ok, result.summary
+    assert sorted(result.checks) == ["test_double", "test_pair", "test_triple"]
+    refused = run.try_entry(right(triple="return 3"))
+    assert not refused.ok and "a correct answer is refused: test_triple failed" in refused.summary
+    assert run.try_entry(right(triple="return x * 3")).ok  # nothing of the refused entry stayed
+
+
+def test_unknown_regions_and_checks_are_named(run):
+    assert "no answer region named ['nope']" in run.try_entry(wrong("test_double", "pass", name="nope")).summary
+    assert "which the solution does not have" in run.try_entry(wrong("test_nope", "return 0")).summary
+
+
+def test_a_malformed_corpus_file_says_what_is_wrong(tmp_path):
+    path = tmp_path / "01_x.toml"
+    path.write_text("[[wrong]]\nid = 'a'\nconcept = 'c'\n[wrong.regions]\ndouble = 'return 0'\n")
+    with pytest.raises(CourseError, match="names the check that must catch it"):
+        load(path)
+    path.write_text("[[right]]\nid = 'a'\nwhy = 'w'\nregions = {double = 'x'}\n"
+                    "[[right]]\nid = 'a'\nwhy = 'w'\nregions = {double = 'x'}\n")
+    with pytest.raises(CourseError, match="used twice"):
+        load(path)
+    path.write_text("[[right]]\nid = 'a'\nwhy = 'w'\nchek = 'x'\nregions = {double = 'x'}\n")
+    with pytest.raises(CourseError, match="unknown keys"):
+        load(path)

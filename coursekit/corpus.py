@@ -21,7 +21,8 @@ code is written unindented; it is indented like the region it replaces.
 
 One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
 holding its regions (entry code in place) and every following cell up to the last check cell,
-with only the named check for a wrong answer; the original cells are re-executed after it.
+with only the named check for a wrong answer (check cells above the replaced regions run after
+them); the original cells are re-executed after it.
 """
 
 from __future__ import annotations
@@ -206,8 +207,11 @@ class CorpusRun:
                 self._kernel = None
         self._tmp.cleanup()
 
+    def _checks_before(self, index: int) -> list[str]:
+        return notebook_check_ids({"cells": self.notebook["cells"][:index]})
+
     def _run(self, indexes: range, sources: dict[int, str], *, skip_checks: bool = False,
-             only: str | None = None) -> list[str]:
+             only: str | None = None, checks_only: bool = False) -> list[str]:
         """Execute cells (with replaced sources); returns one line per cell that raised."""
         import nbformat
 
@@ -217,7 +221,7 @@ class CorpusRun:
             if original["cell_type"] != "code":
                 continue
             is_check = _is_check_cell(original)
-            if is_check and skip_checks:
+            if (is_check and skip_checks) or (checks_only and not is_check):
                 continue
             source = sources.get(index, _source(original))
             if is_check and only is not None:
@@ -254,8 +258,13 @@ class CorpusRun:
         first = min(sources)
         offset = self.report.stat().st_size if self.report.exists() else 0
         try:
-            errors = self._run(range(first, self.last_check + 1), sources,
-                               only=entry.check if entry.kind == "wrong" else None)
+            if entry.kind == "wrong":
+                errors = self._run(range(first, self.last_check + 1), sources, only=entry.check)
+                if entry.check in self._checks_before(first):  # its check cell comes before the regions
+                    errors += self._run(range(0, first), {}, only=entry.check, checks_only=True)
+            else:  # every check, those in cells above the replaced regions too
+                errors = self._run(range(first, self.last_check + 1), sources)
+                errors += self._run(range(0, first), {}, checks_only=True)
             checks = self._recorded(offset)
         finally:
             restore_errors = self._run(range(first, self.last_check + 1), {}, skip_checks=True)

@@ -112,6 +112,19 @@ def test_right_answers_pass_every_check_and_the_solution_is_restored_after_each_
     assert run.try_entry(right(triple="return x * 3")).ok  # nothing of the refused entry stayed
 
 
+def test_check_cells_above_the_replaced_region_run_too(tmp_path):
+    path = write_notebook(tmp_path / "solutions" / "02_x.ipynb", [
+        ("code", SETUP), ("code", "def first():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\ndef test_first():\n    assert later() == 2, f'later() gave {later()}'"),
+        ("code", "def later():\n    ### BEGIN SOLUTION\n    return 2\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\ndef test_later():\n    assert later() == 2, 'later() must be 2'"),
+    ])
+    with CorpusRun(path) as early:
+        assert early.try_entry(wrong("test_first", "return 3", name="later")).ok
+        result = early.try_entry(right(later="return 1 + 1"))
+        assert result.ok and sorted(result.checks) == ["test_first", "test_later"], result.summary
+
+
 def test_unknown_regions_and_checks_are_named(run):
     assert "no answer region named ['nope']" in run.try_entry(wrong("test_double", "pass", name="nope")).summary
     assert "which the solution does not have" in run.try_entry(wrong("test_nope", "return 0")).summary

@@ -50,6 +50,11 @@ def stub_source(source: str, where: str) -> str:
                     f"{where}, line {number}: an answer region must sit inside a function body "
                     "(indented), so the exercise cell still defines its names"
                 )
+            if _in_class_body(out, indent):
+                raise MarkerError(
+                    f"{where}, line {number}: an answer region directly in a class body raises when the class is "
+                    "defined (the exercise cell would stop there): put it inside a method or a function"
+                )
             hint = begin.group("hint") or "replace this line with your code"
             out.append(f"{indent}# TODO: {hint}")
             out.append(f"{indent}raise NotImplementedError({('not done yet: ' + hint)!r})")
@@ -63,6 +68,15 @@ def stub_source(source: str, where: str) -> str:
     if region_start is not None:
         raise MarkerError(f"{where}: the region opened at line {region_start} has no END SOLUTION")
     return "\n".join(out)
+
+
+def _in_class_body(lines_before: list[str], indent: str) -> bool:
+    """Whether the nearest less-indented line above opens a class (not a def)."""
+    for line in reversed(lines_before):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and len(line) - len(line.lstrip()) < len(indent):
+            return bool(re.match(r"class\s", stripped))
+    return False
 
 
 def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> dict:

@@ -35,12 +35,19 @@ def test_a_region_becomes_a_stub_that_says_not_done_yet():
         ("def f():\n    ### BEGIN SOLUTION\n    return 1", "no END SOLUTION"),
         ("def f():\n    return 1\n    ### END SOLUTION", "without a BEGIN"),
         ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n", "inside the region"),
+        ("class Clock:\n    # a comment\n    ### BEGIN SOLUTION\n    now = 1\n    ### END SOLUTION", "class body"),
     ],
 )
 def test_bad_markers_are_refused_with_the_place(source, message):
     with pytest.raises(MarkerError, match=message) as info:
         stub_source(source, "solutions/x.ipynb, cell 3")
     assert "cell 3" in str(info.value)
+
+
+def test_a_region_in_a_method_or_a_class_inside_a_function_is_fine():
+    for source in ("class Clock:\n    def now(self):\n        ### BEGIN SOLUTION\n        return 1\n        ### END SOLUTION",
+                   "def make():\n    class Clock:\n        pass\n    ### BEGIN SOLUTION\n    return Clock\n    ### END SOLUTION"):
+        assert "not done yet" in stub_source(source, "x")
 
 
 def test_exercise_has_no_outputs_and_records_its_lesson():

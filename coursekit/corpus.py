@@ -40,7 +40,7 @@ from pathlib import Path
 from coursekit.build import BEGIN, END
 from coursekit.checks import REPORT_ENV
 from coursekit.manifest import CourseError, Lesson, lessons
-from coursekit.runner import CHECK_MAGIC, _first_error, _is_check_cell, _source, notebook_check_ids, read_notebook
+from coursekit.runner import _first_error, _is_check_cell, _source, notebook_check_ids, read_notebook
 
 CORPUS_DIR = Path("tests") / "corpus"
 NO_MESSAGE = "an assert failed (it has no message)"

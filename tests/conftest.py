@@ -22,9 +22,9 @@ def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
     """A minimal notebook from (cell_type, source) pairs."""
     nb = {
         "cells": [
-            {"cell_type": kind, "metadata": {}, "source": source,
+            {"cell_type": kind, "id": f"cell-{number}", "metadata": {}, "source": source,
              **({"outputs": [], "execution_count": None} if kind == "code" else {})}
-            for kind, source in cells
+            for number, (kind, source) in enumerate(cells)
         ],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}},

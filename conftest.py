@@ -5,17 +5,19 @@
 - exercises/ and attempts/ are learners' work: never collected, even when
   someone types `pytest --nbval` from the project root.
 - xdist runs with --dist loadfile: all cells of one notebook on one worker, in order.
-  The slow per-lesson invariants are split over three test files so they spread too.
+  Each lesson's stub checks are a unit of their own, so they spread over the workers too.
+- Each lesson and solution gets a second Run All in nbval's kernel (tests/run_all_again.py).
 """
 
 import pytest
+
+# Lessons and solutions: a second Run All in nbval's kernel (tests/run_all_again.py).
+pytest_plugins = ["tests.run_all_again"]
 
 collect_ignore_glob = ["exercises/*", "attempts/*", ".venv/*"]
 
 
 ONE_UNIT_PER_ITEM = {
-    "tests/test_lessons_run_twice.py",
-    "tests/test_solutions_run_twice.py",
     "tests/test_exercise_stubs.py",
 }
 

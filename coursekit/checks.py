@@ -40,6 +40,11 @@ INNER_PYTEST_ARGS = [
     # Plugins a check never needs; loading them costs about 2.5 s per check cell.
     "-p", "no:nbval",
     "-p", "no:xdist",
+    # These two run gc.collect() twice per pytest session, to surface exceptions raised in __del__
+    # and in threads as warnings, which are off here (no:warnings). In a kernel that has imported
+    # FastAPI, SQLAlchemy and matplotlib, that is about 0.2 s per check cell: most of its overhead.
+    "-p", "no:unraisableexception",
+    "-p", "no:threadexception",
     # The project's own pytest options (--nbval, -n 2, ...) must not leak into the inner run.
     "-o", "addopts=",
     "-p", "coursekit.checks",

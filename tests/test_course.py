@@ -1,6 +1,6 @@
 """The course's invariants: manifest and folders agree, notebooks are clean.
-The slow ones (each notebook executed) are in test_exercise_stubs.py, test_solutions_run_twice.py
-and test_lessons_run_twice.py: separate files so pytest-xdist (--dist loadfile) spreads them."""
+The slow ones (each notebook executed) are nbval itself, the second Run All it is followed by
+(run_all_again.py) and test_exercise_stubs.py."""
 
 import json
 from pathlib import Path

@@ -177,6 +177,11 @@ class CorpusRun:
         self.report = Path(self._tmp.name) / "checks.jsonl"
         self._client = None
         self._kernel = None
+        # Cells from this index to the last check ran with an entry's code: the kernel holds that
+        # entry's definitions until they run again. Restored lazily: the next entry re-runs every
+        # cell from its own first region on, so only the cells above that need restoring.
+        self._stale_from: int | None = None
+        self._stale_after = ""  # the entry that left them
 
     def __enter__(self) -> CorpusRun:
         import nbformat
@@ -200,12 +205,22 @@ class CorpusRun:
     def __exit__(self, *exc_info: object) -> None:
         if self._kernel is not None:
             try:
+                self._restore(len(self.notebook["cells"]))
                 # cells after the last check (stop a database, ...) run once, at the end
                 self._run(range(self.last_check + 1, len(self.notebook["cells"])), {}, skip_checks=True)
             finally:
                 self._kernel.__exit__(None, None, None)
                 self._kernel = None
         self._tmp.cleanup()
+
+    def _restore(self, before: int) -> None:
+        """Run the solution's own code again in the stale cells above `before` (the caller re-runs the rest)."""
+        stale, self._stale_from = self._stale_from, None
+        if stale is None or stale >= before:
+            return
+        errors = self._run(range(stale, min(before, self.last_check + 1)), {}, skip_checks=True)
+        if errors:
+            raise CourseError(f"restoring the solution after {self._stale_after!r} failed: {errors[0]}")
 
     def _checks_before(self, index: int) -> list[str]:
         return notebook_check_ids({"cells": self.notebook["cells"][:index]})
@@ -256,21 +271,18 @@ class CorpusRun:
         if entry.kind == "wrong" and entry.check not in self.check_ids:
             return EntryResult(entry, False, f"names check {entry.check!r}, which the solution does not have")
         first = min(sources)
+        self._restore(first)  # what an earlier entry left above this one's regions
         offset = self.report.stat().st_size if self.report.exists() else 0
-        try:
-            if entry.kind == "wrong":
-                errors = self._run(range(first, self.last_check + 1), sources, only=entry.check)
-                if entry.check in self._checks_before(first):  # its check cell comes before the regions
-                    errors += self._run(range(0, first), {}, only=entry.check, checks_only=True)
-            else:  # every check, those in cells above the replaced regions too
-                errors = self._run(range(first, self.last_check + 1), sources)
-                errors += self._run(range(0, first), {}, checks_only=True)
-            checks = self._recorded(offset)
-        finally:
-            restore_errors = self._run(range(first, self.last_check + 1), {}, skip_checks=True)
+        self._stale_from, self._stale_after = first, entry.id
+        if entry.kind == "wrong":
+            errors = self._run(range(first, self.last_check + 1), sources, only=entry.check)
+            if entry.check in self._checks_before(first):  # its check cell comes before the regions
+                errors += self._run(range(0, first), {}, only=entry.check, checks_only=True)
+        else:  # every check, those in cells above the replaced regions too
+            errors = self._run(range(first, self.last_check + 1), sources)
+            errors += self._run(range(0, first), {}, checks_only=True)
+        checks = self._recorded(offset)
         seconds = time.monotonic() - started
-        if restore_errors:
-            raise CourseError(f"restoring the solution after {entry.id!r} failed: {restore_errors[0]}")
         ok, summary = (_judge_wrong if entry.kind == "wrong" else _judge_right)(entry, checks, self.check_ids, errors)
         return EntryResult(entry, ok, summary, checks, seconds)
 
@@ -309,12 +321,26 @@ def lesson_by_key(key: str, root: Path) -> Lesson:
     raise CourseError(f"no lesson {key!r} in course.toml")
 
 
+def in_run_order(entries: list[Entry], solution: Path) -> list[Entry]:
+    """Entries whose regions sit lower in the notebook first: each entry re-runs every cell from its
+    first region on, so in this order an entry never needs the cells above it restored."""
+
+    def first_cell(entry: Entry) -> int:
+        try:
+            return min(replaced_cells(notebook, entry.regions))
+        except (CourseError, ValueError):
+            return -1  # an entry naming no real region fails on its own, whenever it runs
+
+    notebook = read_notebook(solution)
+    return sorted(entries, key=first_cell, reverse=True)
+
+
 def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
-    """Yield an EntryResult per entry of the lesson's corpus (in file order)."""
+    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first)."""
     path = corpus_path(lesson, root)
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
-    entries = [e for e in load(path) if not only or e.id in only]
+    entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
     with CorpusRun(lesson.solution) as run:
         for entry in entries:
             yield run.try_entry(entry)

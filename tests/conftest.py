@@ -48,9 +48,9 @@ def anyio_backend():
 
 class CorpusFile(pytest.File):
     def collect(self):
-        from coursekit.corpus import load
+        from coursekit.corpus import in_run_order, lesson_by_key, load
 
-        for entry in load(self.path):
+        for entry in in_run_order(load(self.path), lesson_by_key(self.path.stem, ROOT).solution):
             yield CorpusEntry.from_parent(self, name=f"{entry.kind}::{entry.id}", entry=entry)
 
     def setup(self):

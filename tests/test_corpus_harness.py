@@ -5,7 +5,7 @@ One kernel runs a tiny solution notebook; entries are judged the way tests/corpu
 
 import pytest
 
-from coursekit.corpus import CorpusRun, Entry, load, regions_of, replaced_cells
+from coursekit.corpus import CorpusRun, Entry, in_run_order, load, regions_of, replaced_cells
 from coursekit.manifest import CourseError
 from tests.conftest import write_notebook
 
@@ -123,6 +123,21 @@ def test_check_cells_above_the_replaced_region_run_too(tmp_path):
         assert early.try_entry(wrong("test_first", "return 3", name="later")).ok
         result = early.try_entry(right(later="return 1 + 1"))
         assert result.ok and sorted(result.checks) == ["test_first", "test_later"], result.summary
+
+
+def test_an_entry_is_judged_on_the_solution_even_when_an_earlier_one_changed_cells_above_it(tmp_path):
+    # The kernel is restored lazily: an entry in a later cell must not see an earlier entry's code.
+    path = write_notebook(tmp_path / "solutions" / "03_x.ipynb", [
+        ("code", SETUP), ("code", "def first():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"),
+        ("code", "def later():\n    ### BEGIN SOLUTION\n    return 2\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\ndef test_both():\n    assert (first(), later()) == (1, 2), f'got {(first(), later())}'"),
+    ])
+    broken_first, fine_later = wrong("test_both", "return 0", name="first"), right(later="return 1 + 1")
+    assert in_run_order([broken_first, fine_later], path) == [fine_later, broken_first]  # lowest region first
+    with CorpusRun(path) as run:
+        assert run.try_entry(broken_first).ok  # leaves first() returning 0 in the kernel...
+        result = run.try_entry(fine_later)     # ...which must be restored before this runs
+        assert result.ok, result.summary
 
 
 def test_unknown_regions_and_checks_are_named(run):

@@ -287,6 +287,46 @@ class CorpusRun:
         return EntryResult(entry, ok, summary, checks, seconds)
 
 
+    def try_together(self, group: list[Entry]) -> list[EntryResult]:
+        """Right answers that replace different regions, judged in one run of every check.
+
+        A right answer's claim is that every check passes with it in place. Answers that replace
+        different regions can be in place together: if every check passes, each one's claim holds
+        (a correct alternative in one function cannot make a check of another pass). If a check
+        fails, each answer is judged again on its own, so the failure is named by its entry.
+        """
+        if len(group) == 1:
+            return [self.try_entry(group[0])]
+        regions: dict[str, str] = {}
+        for entry in group:
+            regions.update(entry.regions)
+        together = self.try_entry(Entry("right", " + ".join(e.id for e in group), regions, "judged together"))
+        if not together.ok:
+            return [self.try_entry(entry) for entry in group]
+        share = together.seconds / len(group)
+        return [
+            EntryResult(entry, True, f"{together.summary} (together with {', '.join(o.id for o in group if o is not entry)})",
+                        together.checks, share)
+            for entry in group
+        ]
+
+
+def right_batches(entries: list[Entry]) -> list[list[Entry]]:
+    """The right answers in groups whose members replace different regions (first fit, in order)."""
+    batches: list[tuple[set[str], list[Entry]]] = []
+    for entry in entries:
+        if entry.kind != "right":
+            continue
+        for names, group in batches:
+            if names.isdisjoint(entry.regions):
+                names.update(entry.regions)
+                group.append(entry)
+                break
+        else:
+            batches.append((set(entry.regions), [entry]))
+    return [group for _, group in batches]
+
+
 def _judge_wrong(entry: Entry, checks: dict, check_ids: list[str], errors: list[str]) -> tuple[bool, str]:
     if entry.check not in checks:
         why = f" ({errors[0]})" if errors else ""
@@ -341,6 +381,13 @@ def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
     entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
+    group_of = {entry.id: group for group in right_batches(entries) for entry in group}
+    judged: dict[str, EntryResult] = {}
     with CorpusRun(lesson.solution) as run:
         for entry in entries:
-            yield run.try_entry(entry)
+            if entry.kind == "wrong":
+                yield run.try_entry(entry)
+                continue
+            if entry.id not in judged:
+                judged.update((r.entry.id, r) for r in run.try_together(group_of[entry.id]))
+            yield judged[entry.id]

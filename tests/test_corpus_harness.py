@@ -5,7 +5,7 @@ One kernel runs a tiny solution notebook; entries are judged the way tests/corpu
 
 import pytest
 
-from coursekit.corpus import CorpusRun, Entry, in_run_order, load, regions_of, replaced_cells
+from coursekit.corpus import CorpusRun, Entry, in_run_order, load, regions_of, replaced_cells, right_batches
 from coursekit.manifest import CourseError
 from tests.conftest import write_notebook
 
@@ -138,6 +138,20 @@ def test_an_entry_is_judged_on_the_solution_even_when_an_earlier_one_changed_cel
         assert run.try_entry(broken_first).ok  # leaves first() returning 0 in the kernel...
         result = run.try_entry(fine_later)     # ...which must be restored before this runs
         assert result.ok, result.summary
+
+
+def test_right_answers_on_different_regions_are_judged_together_and_alone_when_one_is_refused(run):
+    a = Entry("right", "a", {"double": "return x * 2"}, "why")
+    b = Entry("right", "b", {"triple": "return x + x + x"}, "why")
+    c = Entry("right", "c", {"double": "return x << 1"}, "why")  # same region as a: another group
+    bad = Entry("right", "bad", {"pair": "a = -x"}, "why")
+    assert right_batches([a, b, c, bad]) == [[a, b, bad], [c]]
+    together = run.try_together([a, b])
+    assert [r.ok for r in together] == [True, True] and "(together with b)" in together[0].summary
+    assert sorted(together[0].checks) == ["test_double", "test_pair", "test_triple"]
+    judged = run.try_together([a, bad, b])  # one refused answer: each is judged again on its own
+    assert [(r.entry.id, r.ok) for r in judged] == [("a", True), ("bad", False), ("b", True)]
+    assert "a correct answer is refused: test_pair failed" in judged[1].summary and "together" not in judged[0].summary
 
 
 def test_unknown_regions_and_checks_are_named(run):

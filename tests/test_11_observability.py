@@ -178,3 +178,45 @@ def test_logging_filter_sees_the_current_span():
     logger.warning("outside")
     assert seen == [True, False]
     assert json.dumps(None) == "null"
+
+
+@pytest.mark.anyio
+async def test_known_methods_are_read_when_the_app_is_created(monkeypatch):
+    config, spans, _, _ = providers()
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "POST")
+    app = orders_app(**config)
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS")
+    await get(app, "/orders/1")
+    server = next(s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER)
+    assert server.name == "HTTP /orders/{order_id}"
+    assert server.attributes["http.request.method"] == "_OTHER"
+    assert server.attributes["http.request.method_original"] == "GET"
+
+
+def test_middleware_stack_has_the_exception_layer():
+    app = orders_app()
+    stack = app.build_middleware_stack()
+    assert type(stack).__name__ == "ServerErrorMiddleware"
+    assert type(stack.app).__name__ == "ExceptionTelemetryMiddleware"
+
+
+def test_auto_configure_failure_is_a_warning_and_the_app_starts(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, logging\n"
+        "from asgi_lifespan import LifespanManager\n"
+        "from fastapi import FastAPI\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "async def main():\n"
+        "    async with LifespanManager(FastAPI()):\n"
+        "        print('started')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "FASTAPI_OTEL_AUTO_CONFIGURE": "true", "OTEL_TRACES_EXPORTER": "zipkin",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.stdout.strip() == "started", done.stderr
+    assert "FastAPI automatic telemetry configuration failed" in done.stderr
+    assert "OTEL_TRACES_EXPORTER=otlp or none" in done.stderr

@@ -220,3 +220,55 @@ def test_auto_configure_failure_is_a_warning_and_the_app_starts(tmp_path):
     assert done.stdout.strip() == "started", done.stderr
     assert "FastAPI automatic telemetry configuration failed" in done.stderr
     assert "OTEL_TRACES_EXPORTER=otlp or none" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_only_five_query_names_are_redacted():
+    config, spans, _, _ = providers()
+    redacted = ["sig", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "X-Goog-Signature"]
+    await get(orders_app(**config), "/orders/1?" + "&".join(f"{n}=x" for n in redacted + ["token", "password"]))
+    server = next(s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER)
+    assert server.attributes["url.query"] == "&".join(f"{n}=REDACTED" for n in redacted) + "&token=x&password=x"
+
+
+def test_uvicorn_closes_the_connection_after_an_unhandled_exception():
+    """ServerErrorMiddleware sends the 500 then re-raises (also with an Exception handler); uvicorn,
+    the response already sent, closes the keep-alive connection without `Connection: close`: a pooled
+    client's next request on it can race the close (httpx.ReadError). A handled HTTPException keeps it open."""
+    import socket
+
+    from fastapi.responses import JSONResponse
+
+    from coursekit import run_server
+
+    app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
+
+    @app.exception_handler(Exception)
+    async def handled(request, exc):
+        return JSONResponse({"detail": "internal"}, status_code=500)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise ZeroDivisionError
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(404)
+
+    def exchange(path: str) -> tuple[bytes, bool]:
+        with socket.create_connection((server.host, server.port), timeout=1) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            raw = b""
+            try:
+                while chunk := sock.recv(65536):
+                    raw += chunk
+            except TimeoutError:
+                return raw, False
+            return raw, True
+
+    with run_server(app, log_level="critical") as server:
+        crashed, crashed_closed = exchange("/boom")
+        missing_raw, missing_closed = exchange("/missing")
+    assert crashed.startswith(b"HTTP/1.1 500 ") and b"connection:" not in crashed.lower()
+    assert crashed.endswith(b'{"detail":"internal"}') and crashed_closed
+    assert missing_raw.startswith(b"HTTP/1.1 404 ") and not missing_closed

@@ -272,3 +272,26 @@ def test_uvicorn_closes_the_connection_after_an_unhandled_exception():
     assert crashed.startswith(b"HTTP/1.1 500 ") and b"connection:" not in crashed.lower()
     assert crashed.endswith(b'{"detail":"internal"}') and crashed_closed
     assert missing_raw.startswith(b"HTTP/1.1 404 ") and not missing_closed
+
+
+@pytest.mark.anyio
+async def test_contrib_middleware_in_the_stack_turns_native_telemetry_off():
+    """FastAPI looks for opentelemetry.instrumentation.asgi.OpenTelemetryMiddleware in the built stack
+    (fastapi/telemetry/_asgi.py, _legacy_otel); the contrib package is not pinned: a stand-in of that
+    module and name is enough to trigger the switch."""
+
+    class OpenTelemetryMiddleware:
+        def __init__(self, app) -> None:
+            self.app = app
+
+        async def __call__(self, scope, receive, send) -> None:
+            await self.app(scope, receive, send)
+
+    OpenTelemetryMiddleware.__module__ = "opentelemetry.instrumentation.asgi"
+    config, spans, _, _ = providers()
+    with_contrib = orders_app(**config)
+    with_contrib.add_middleware(OpenTelemetryMiddleware)
+    await get(with_contrib, "/orders/1")
+    assert spans.get_finished_spans() == ()
+    await get(orders_app(**config), "/orders/1")
+    assert any(s.kind is trace.SpanKind.SERVER for s in spans.get_finished_spans())

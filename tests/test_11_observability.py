@@ -295,3 +295,11 @@ async def test_contrib_middleware_in_the_stack_turns_native_telemetry_off():
     assert spans.get_finished_spans() == ()
     await get(orders_app(**config), "/orders/1")
     assert any(s.kind is trace.SpanKind.SERVER for s in spans.get_finished_spans())
+
+
+def test_auto_configure_variable_is_read_when_the_app_is_created(monkeypatch):
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    created_with = FastAPI()
+    monkeypatch.delenv("FASTAPI_OTEL_AUTO_CONFIGURE")
+    assert created_with._telemetry["auto_configure"] is True  # private: the behaviour needs a process of its own
+    assert FastAPI()._telemetry["auto_configure"] is False

@@ -118,14 +118,14 @@ def test_the_jwks_is_cached_and_unknown_kids_refetch_once_per_cooldown():
     key = ed25519.Ed25519PrivateKey.generate()
     with jwks_server() as server:
         server.publish(("k1", key))
-        client = jwt.PyJWKClient(server.url, cooldown_duration=0.3)
+        client = jwt.PyJWKClient(server.url, cooldown_duration=0.5)
         for _ in range(5):
             assert client.get_signing_key("k1").key_id == "k1"
         assert server.fetches == 1
         with pytest.raises(jwt.PyJWKClientError):  # within the cooldown of the first fetch: no refetch
             client.get_signing_key("k2")
         assert server.fetches == 1
-        time.sleep(0.35)
+        time.sleep(0.55)
         server.publish(("k1", key), ("k2", ed25519.Ed25519PrivateKey.generate()))
         assert client.get_signing_key("k2").key_id == "k2"  # one forced refetch
         assert server.fetches == 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -31,13 +33,24 @@ class JWKSServer:
         self.body = b'{"keys": []}'
         self.status = 200
         self.fetches = 0
+        self.delay_s = 0.0
+        self.reset_mid_body = False  # send the headers and half a body, then drop the connection
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 owner.fetches += 1
+                time.sleep(owner.delay_s)
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
+                if owner.reset_mid_body:
+                    self.send_header("Content-Length", str(2 * len(owner.body)))
+                    self.end_headers()
+                    self.wfile.write(owner.body)
+                    self.wfile.flush()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                    self.connection.close()
+                    return
                 self.end_headers()
                 self.wfile.write(owner.body)
 
@@ -94,10 +107,11 @@ def test_jwks_client_errors_are_pyjwterrors_but_not_invalid_token_errors():
     [
         (503, b"down", jwt.PyJWKClientConnectionError),
         (200, b"<html>maintenance</html>", json.JSONDecodeError),  # not a PyJWT exception: the docstring does not say
+        (200, "<html>Wartung: zurück um 18 Uhr</html>".encode("latin-1"), UnicodeDecodeError),  # a ValueError, not a JSONDecodeError
         (200, b'{"keys": []}', jwt.exceptions.PyJWKSetError),
         (200, b"[]", jwt.PyJWKClientError),
     ],
-    ids=["http-error", "not-json", "no-keys", "not-an-object"],
+    ids=["http-error", "not-json", "not-utf-8", "no-keys", "not-an-object"],
 )
 def test_what_a_failed_jwks_fetch_raises(status, body, raised):
     with jwks_server() as server:
@@ -105,6 +119,24 @@ def test_what_a_failed_jwks_fetch_raises(status, body, raised):
         with pytest.raises(raised) as caught:
             jwt.PyJWKClient(server.url, timeout=2).get_signing_key("any")
     assert type(caught.value) is raised
+
+
+def test_a_connection_dropped_mid_body_is_an_oserror_not_a_pyjwterror():
+    with jwks_server() as server:
+        server.body, server.reset_mid_body = b'{"keys": [', True
+        with pytest.raises(ConnectionResetError):  # json.load reads the body outside PyJWT's except clause
+            jwt.PyJWKClient(server.url, timeout=2).get_signing_key("any")
+    assert issubclass(ConnectionResetError, OSError) and not issubclass(ConnectionResetError, jwt.PyJWTError)
+    assert not issubclass(UnicodeDecodeError, json.JSONDecodeError) and issubclass(UnicodeDecodeError, ValueError)
+
+
+def test_a_jwks_slower_than_the_timeout_is_a_pyjwkclient_connection_error():
+    with jwks_server() as server:
+        server.delay_s = 0.5
+        started = time.perf_counter()
+        with pytest.raises(jwt.PyJWKClientConnectionError):
+            jwt.PyJWKClient(server.url, timeout=0.1).get_signing_key("any")
+        assert time.perf_counter() - started < 0.45
 
 
 def test_connection_refused_is_a_pyjwkclient_connection_error():

@@ -196,6 +196,8 @@ def test_algorithm_confusion_with_the_public_key():
         jwt.encode({"sub": "admin"}, pem, algorithm="HS256")
     with pytest.raises(jwt.InvalidKeyError):
         jwt.decode(forged, pem, algorithms=["HS256"])
+    with pytest.raises(jwt.InvalidKeyError):  # a JWK as a JSON string is refused as an HMAC secret too
+        jwt.decode(forged, json.dumps(OKPAlgorithm.to_jwk(public, as_dict=True)), algorithms=["HS256"])
     assert jwt.decode(forged, raw, algorithms=["HS256"]) == {"sub": "admin"}  # raw bytes + header alg: accepted
 
 
@@ -230,3 +232,12 @@ def test_httpx_does_not_send_a_secure_cookie_over_plain_http():
         client.get("/login")
         client.get("/refresh")
     assert seen == [None, None]
+
+
+def test_the_threadpool_that_runs_def_dependencies_has_40_threads():
+    import anyio.to_thread
+
+    async def total() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    assert anyio.run(total) == 40  # lesson 10, section 4: waiting JWKS fetches hold these threads

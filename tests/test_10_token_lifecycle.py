@@ -241,3 +241,17 @@ def test_the_threadpool_that_runs_def_dependencies_has_40_threads():
         return anyio.to_thread.current_default_thread_limiter().total_tokens
 
     assert anyio.run(total) == 40  # lesson 10, section 4: waiting JWKS fetches hold these threads
+
+
+def test_concurrent_lookups_share_one_fetch():
+    key = ed25519.Ed25519PrivateKey.generate()
+    with jwks_server() as server:
+        server.publish(("k1", key))
+        server.delay_s = 0.2
+        client = jwt.PyJWKClient(server.url, timeout=2)
+        threads = [threading.Thread(target=client.get_signing_key, args=("k1",)) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert server.fetches == 1  # lesson 10, section 4: PyJWKClient's lock, one fetch at a time, the others wait for it

@@ -92,6 +92,7 @@ def test_pyjwkclient_defaults_lesson_10_quotes():
     defaults = {name: p.default for name, p in inspect.signature(jwt.PyJWKClient).parameters.items()}
     assert defaults["cache_jwk_set"] is True and defaults["lifespan"] == 300
     assert defaults["cooldown_duration"] == 30 and defaults["cache_keys"] is False and defaults["timeout"] == 30
+    assert defaults["max_cached_keys"] == 16
 
 
 def test_jwks_client_errors_are_pyjwterrors_but_not_invalid_token_errors():

@@ -23,7 +23,7 @@ from alembic.config import Config
 from fastapi import FastAPI
 from fastapi.exceptions import ResponseValidationError
 from pydantic import BaseModel
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert, text, tuple_
 from sqlalchemy.exc import InvalidRequestError, MissingGreenlet, StatementError
 from sqlalchemy.ext.asyncio import AsyncAttrs, create_async_engine
 from sqlalchemy.orm import joinedload, registry, selectinload
@@ -392,3 +392,21 @@ def test_postgres_not_null_column_on_rows_fails_and_rolls_back_a_server_default_
         import shutil
 
         shutil.rmtree(folder)
+
+
+def test_tuple_comparison_binds_plain_datetime_not_sqlmodels_utc_type():
+    """A keyset `tuple_(col, id) > tuple_(value, id)` does not type its values from the columns: SQLModel's
+    UTCDateTime (which refuses naive datetimes) applies to `col > value`, not inside tuple_(). Validate a
+    cursor's datetime yourself (lesson 12, section 6: decode_cursor refuses a naive one)."""
+
+    class Base(SQLModel, registry=registry()):
+        pass
+
+    class Stamp(Base, table=True):
+        id: int | None = Field(default=None, primary_key=True)
+        at: datetime
+
+    in_tuple = select(Stamp).where(tuple_(Stamp.at, Stamp.id) > tuple_(datetime(2026, 1, 1), 5)).compile()
+    plain = select(Stamp).where(Stamp.at > datetime(2026, 1, 1)).compile()
+    assert {type(b.type).__name__ for b in in_tuple.binds.values()} == {"DateTime", "Integer"}
+    assert {type(b.type).__name__ for b in plain.binds.values()} == {"UTCDateTime"}

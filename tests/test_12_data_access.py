@@ -346,7 +346,9 @@ def test_postgres_offset_reads_every_skipped_row_keyset_reads_one_page(postgres)
         return offset_plan, keyset_plan
 
     offset_plan, keyset_plan = run(scenario())
-    assert offset_plan[1].strip().startswith("->  Index Scan Backward") and "(actual rows=20000.00 loops=1)" in offset_plan[1]
+    # PostgreSQL 18 prints actual rows with two decimals. The deep OFFSET's plan is the planner's choice
+    # (an index scan backward, or a sequential scan and a sort): either way its scan reads every row.
+    assert any("Scan" in line and "(actual rows=20000.00 loops=1)" in line for line in offset_plan), offset_plan
     assert keyset_plan[1].strip().startswith("->  Index Scan Backward") and "(actual rows=20.00 loops=1)" in keyset_plan[1]
 
 

@@ -352,7 +352,7 @@ def test_postgres_offset_reads_every_skipped_row_keyset_reads_one_page(postgres)
     assert keyset_plan[1].strip().startswith("->  Index Scan Backward") and "(actual rows=20.00 loops=1)" in keyset_plan[1]
 
 
-def test_postgres_not_null_column_on_rows_fails_and_rolls_back_a_server_default_fills_them(postgres, tmp_path):
+def test_postgres_not_null_column_on_rows_fails_and_rolls_back_a_server_default_fills_them_without_a_rewrite(postgres, tmp_path):
     class Base(SQLModel, registry=registry()):
         pass
 
@@ -371,6 +371,10 @@ def test_postgres_not_null_column_on_rows_fails_and_rolls_back_a_server_default_
         async with engine.connect() as conn:
             return (await conn.execute(text("select version_num from alembic_version"))).scalar_one()
 
+    async def filenode(engine) -> int:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("select pg_relation_filenode('t12_rows')"))).scalar_one()
+
     async def scenario():
         engine = create_async_engine(postgres.url)
         await asyncio.to_thread(command.revision, cfg, message="rows", autogenerate=True, rev_id="0001")
@@ -381,10 +385,15 @@ def test_postgres_not_null_column_on_rows_fails_and_rolls_back_a_server_default_
         with pytest.raises(Exception, match='column "channel" of relation "t12_rows" contains null values'):
             await asyncio.to_thread(command.upgrade, cfg, "head")
         assert await version(engine) == "0001"  # transactional DDL: nothing half-applied
+        file_before = await filenode(engine)
         (folder / "versions" / "0002_channel.py").write_text(revision.format(default=", server_default='web'"))
         await asyncio.to_thread(command.upgrade, cfg, "head")
         async with engine.connect() as conn:
             assert (await conn.execute(text("select count(*) from t12_rows where channel = 'web'"))).scalar_one() == 100
+        assert await filenode(engine) == file_before  # PostgreSQL 11+: a constant default lives in the catalog, no rewrite
+        async with engine.begin() as conn:
+            await conn.execute(text("alter table t12_rows add column noise float8 not null default random()"))
+        assert await filenode(engine) != file_before  # a volatile default is computed per row: the table is rewritten
         await asyncio.to_thread(command.downgrade, cfg, "base")
         await engine.dispose()
 

@@ -27,8 +27,41 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
     class LessonScheduling(LoadFileScheduling):
+        ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return nodeid if path in ONE_UNIT_PER_ITEM else path
 
+        def _assign_work_unit(self, node) -> None:
+            if not self.ordered:
+                self.ordered = True
+                ordered = work_order(self.workqueue)
+                for scope in ordered:
+                    self.workqueue.move_to_end(scope)
+            super()._assign_work_unit(node)
+
     return LessonScheduling(config, log)
+
+
+def work_order(units: dict[str, dict]) -> list[str]:
+    """The order the workers take the units in.
+
+    A corpus keeps a CPU busy; a lesson or solution notebook mostly waits (servers, sleeps that
+    timing demos need). Each kind is spread evenly over the run, so the waits of one worker are
+    filled by another's CPU work (all the corpora first left a tail of notebooks and idle CPUs).
+    Within a kind, the largest first (items as the measure), so the run ends on small units.
+    """
+    def kind(scope: str) -> str:
+        if scope.startswith("tests/corpus/"):
+            return "corpus"
+        if scope.startswith(("notebooks/", "solutions/")):
+            return "notebook"
+        return "other"
+
+    by_kind: dict[str, list[str]] = {}
+    for scope in sorted(units, key=lambda s: (-len(units[s]), s)):
+        by_kind.setdefault(kind(scope), []).append(scope)
+    # each unit at its fraction of the way through its own kind's list
+    placed = [((index + 0.5) / len(scopes), scope) for scopes in by_kind.values() for index, scope in enumerate(scopes)]
+    return [scope for _, scope in sorted(placed)]

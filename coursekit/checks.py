@@ -45,6 +45,9 @@ INNER_PYTEST_ARGS = [
     # FastAPI, SQLAlchemy and matplotlib, that is about 0.2 s per check cell: most of its overhead.
     "-p", "no:unraisableexception",
     "-p", "no:threadexception",
+    # Check cells are rewritten by ipytest itself; pytest's own rewriting only re-compiles plugin
+    # modules (anyio's, ...) in every kernel's first check run, about half a second of CPU.
+    "--assert=plain",
     # The project's own pytest options (--nbval, -n 2, ...) must not leak into the inner run.
     "-o", "addopts=",
     "-p", "coursekit.checks",

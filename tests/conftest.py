@@ -41,6 +41,27 @@ def anyio_backend():
     return "asyncio"
 
 
+def start_embedded_postgres(lesson: str):
+    """An embedded PostgreSQL (DATABASE_URL set aside); skip where none can start, but fail in CI."""
+    import asyncio
+    import os
+
+    from coursekit.postgres import start_database
+
+    saved = os.environ.pop("DATABASE_URL", None)
+    try:
+        db = asyncio.run(start_database())
+    finally:
+        if saved is not None:
+            os.environ["DATABASE_URL"] = saved
+    if not db.is_postgres:
+        db.stop()
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run lesson {lesson} on PostgreSQL, but: {db.reason}")
+        pytest.skip(f"no embedded PostgreSQL here: {db.reason}")
+    return db
+
+
 # ---- tests/corpus/*.toml: each exercise's wrong and right answers, run against its checks ----
 # One file per exercise, one kernel per file (the file's setup), one test item per entry, so a
 # failing entry is named in pytest's summary: tests/corpus/01_x.toml::wrong::create_never_stores

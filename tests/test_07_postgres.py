@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from coursekit.postgres import TEMP_PREFIX, Database, async_url, reap_orphans, start_database
+from tests.conftest import start_embedded_postgres
 
 
 def run(coro):
@@ -61,18 +62,7 @@ def no_database_url(monkeypatch):
 
 
 def start_embedded() -> Database:
-    saved = os.environ.pop("DATABASE_URL", None)
-    try:
-        db = run(start_database())
-    finally:
-        if saved is not None:
-            os.environ["DATABASE_URL"] = saved
-    if not db.is_postgres:
-        db.stop()
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run lesson 07 on PostgreSQL, but: {db.reason}")
-        pytest.skip(f"no embedded PostgreSQL here: {db.reason}")
-    return db
+    return start_embedded_postgres("07")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ embedded PostgreSQL. CI must run those: there (CI set) a missing server fails th
 # No `from __future__ import annotations` here: SQLModel reads the relationship annotations at class creation.
 import asyncio
 import gc
-import os
 import tempfile
 import warnings
 from argparse import Namespace
@@ -31,7 +30,7 @@ from sqlmodel import Field, Relationship, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from coursekit import app_client
-from coursekit.postgres import start_database
+from tests.conftest import start_embedded_postgres
 
 
 # aiosqlite creates its cursor with an await: a refused lazy load leaves that coroutine behind.
@@ -309,17 +308,7 @@ def test_alembic_async_env_cannot_run_inside_a_running_loop_but_can_in_a_thread(
 
 @pytest.fixture(scope="module")
 def postgres():
-    saved = os.environ.pop("DATABASE_URL", None)
-    try:
-        db = run(start_database())
-    finally:
-        if saved is not None:
-            os.environ["DATABASE_URL"] = saved
-    if not db.is_postgres:
-        db.stop()
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run lesson 12 on PostgreSQL, but: {db.reason}")
-        pytest.skip(f"no embedded PostgreSQL here: {db.reason}")
+    db = start_embedded_postgres("12")
     yield db
     db.stop()
 

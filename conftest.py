@@ -36,8 +36,7 @@ def pytest_xdist_make_scheduler(config, log):
         def _assign_work_unit(self, node) -> None:
             if not self.ordered:
                 self.ordered = True
-                ordered = work_order(self.workqueue)
-                for scope in ordered:
+                for scope in work_order(self.workqueue):
                     self.workqueue.move_to_end(scope)
             super()._assign_work_unit(node)
 

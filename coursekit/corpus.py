@@ -182,6 +182,7 @@ class CorpusRun:
         # cell from its own first region on, so only the cells above that need restoring.
         self._stale_from: int | None = None
         self._stale_after = ""  # the entry that left them
+        self._judged: dict[str, EntryResult] = {}  # right answers judged in a group (see judge)
 
     def __enter__(self) -> CorpusRun:
         import nbformat
@@ -286,6 +287,15 @@ class CorpusRun:
         ok, summary = (_judge_wrong if entry.kind == "wrong" else _judge_right)(entry, checks, self.check_ids, errors)
         return EntryResult(entry, ok, summary, checks, seconds)
 
+    def judge(self, entry: Entry, among: list[Entry]) -> EntryResult:
+        """One entry's result. A right answer is judged with its group of `right_batches(among)`:
+        the first of the group to be asked runs them all, the others get the stored results."""
+        if entry.kind == "wrong":
+            return self.try_entry(entry)
+        if entry.id not in self._judged:
+            group = next(g for g in right_batches(among) if entry in g)
+            self._judged.update((result.entry.id, result) for result in self.try_together(group))
+        return self._judged[entry.id]
 
     def try_together(self, group: list[Entry]) -> list[EntryResult]:
         """Right answers that replace different regions, judged in one run of every check.
@@ -381,13 +391,6 @@ def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
     entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
-    group_of = {entry.id: group for group in right_batches(entries) for entry in group}
-    judged: dict[str, EntryResult] = {}
     with CorpusRun(lesson.solution) as run:
         for entry in entries:
-            if entry.kind == "wrong":
-                yield run.try_entry(entry)
-                continue
-            if entry.id not in judged:
-                judged.update((r.entry.id, r) for r in run.try_together(group_of[entry.id]))
-            yield judged[entry.id]
+            yield run.judge(entry, entries)

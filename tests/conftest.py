@@ -79,18 +79,10 @@ class CorpusFile(pytest.File):
 
         lesson = lesson_by_key(self.path.stem, ROOT)
         self.run = CorpusRun(lesson.solution).__enter__()
-        self.judged = {}  # right answers are judged in groups (coursekit.corpus.CorpusRun.try_together)
 
-    def judge(self, entry):
-        from coursekit.corpus import right_batches
-
-        if entry.kind == "wrong":
-            return self.run.try_entry(entry)
-        if entry.id not in self.judged:
-            selected = [item.entry for item in self.session.items if isinstance(item, CorpusEntry) and item.parent is self]
-            group = next(g for g in right_batches(selected) if entry in g)
-            self.judged.update((r.entry.id, r) for r in self.run.try_together(group))
-        return self.judged[entry.id]
+    def selected_entries(self):
+        """This file's entries that this run selected (-k may leave some out)."""
+        return [item.entry for item in self.session.items if isinstance(item, CorpusEntry) and item.parent is self]
 
     def teardown(self):
         run = getattr(self, "run", None)
@@ -104,7 +96,7 @@ class CorpusEntry(pytest.Item):
         self.entry = entry
 
     def runtest(self):
-        result = self.parent.judge(self.entry)
+        result = self.parent.run.judge(self.entry, self.parent.selected_entries())
         if not result.ok:
             raise CorpusEntryFailed(result.summary)
 

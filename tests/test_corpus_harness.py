@@ -149,6 +149,8 @@ def test_right_answers_on_different_regions_are_judged_together_and_alone_when_o
     together = run.try_together([a, b])
     assert [r.ok for r in together] == [True, True] and "(together with b)" in together[0].summary
     assert sorted(together[0].checks) == ["test_double", "test_pair", "test_triple"]
+    first, second = run.judge(a, [a, b, c]), run.judge(b, [a, b, c])  # one group: one run, stored for b
+    assert first.ok and second.ok and "(together with b)" in first.summary and "(together with a)" in second.summary
     judged = run.try_together([a, bad, b])  # one refused answer: each is judged again on its own
     assert [(r.entry.id, r.ok) for r in judged] == [("a", True), ("bad", False), ("b", True)]
     assert "a correct answer is refused: test_pair failed" in judged[1].summary and "together" not in judged[0].summary

@@ -216,6 +216,7 @@ def serve_in_process(app: Any, *, log_level: str = "warning", startup_timeout: f
     port = sock.getsockname()[1]
     try:
         with start_process(_serve, app, sock, log_level) as child:
+            sock.close()  # the child has its copy: once it dies, the port refuses connections at once
             url = f"http://127.0.0.1:{port}"
             _wait_until_serving(port, child, startup_timeout)
             yield ServerProcess(url=url, port=port, process=child)

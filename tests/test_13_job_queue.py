@@ -99,6 +99,28 @@ def test_enqueue_on_a_sqlalchemy_session_joins_its_transaction(dsn):
     assert run(scenario()) == 0
 
 
+def test_a_session_connection_is_in_no_transaction_before_its_first_statement(dsn):
+    """SQLAlchemy's asyncpg adapter sends BEGIN with its first statement: a job deferred on the raw
+    connection before it (or after commit()) runs in autocommit and survives the rollback."""
+
+    async def scenario() -> tuple:
+        engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1), poolclass=NullPool)
+        try:
+            async with AsyncSession(engine) as session:
+                raw = (await (await session.connection()).get_raw_connection()).driver_connection
+                before = raw.is_in_transaction()
+                await Queries(AsyncpgDriver(raw)).enqueue("t13_too_early", None)
+                await session.execute(text("SELECT 1"))
+                after_a_statement = raw.is_in_transaction()
+                await session.rollback()
+            survived = await scalar(dsn, "SELECT count(*) FROM pgqueuer WHERE entrypoint = 't13_too_early'")
+            return before, after_a_statement, survived
+        finally:
+            await engine.dispose()
+
+    assert run(scenario()) == (False, True, 1)
+
+
 def job(attempts: int) -> Job:
     return Job.model_validate({
         "id": 1, "priority": 0, "created": "2026-01-01T00:00:00Z", "updated": "2026-01-01T00:00:00Z",

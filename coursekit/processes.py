@@ -18,18 +18,23 @@ the parent's atexit handlers (which stop the embedded PostgreSQL) never run in a
 Connections the parent holds are inherited as file descriptors: a target opens its own.
 
 On leaving the block (also when it raises) a child still running gets SIGTERM, then SIGKILL
-after `stop_timeout` seconds, and is reaped: no process is left behind. POSIX only (fork).
+after `stop_timeout` seconds, and is reaped: no process is left behind. A kernel that dies
+without leaving the block (restarted, killed on a timeout) cannot stop its children: each child
+watches its parent and exits within a fraction of a second once the parent is gone, so no
+orphaned worker keeps taking jobs or holding a port. POSIX only (fork).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import os
 import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -125,10 +130,22 @@ def _redirect_output(log_path: str) -> None:
                 handler.setStream(sys.stderr)
 
 
-def _run_child(target: Callable[..., Any], args: tuple, kwargs: dict, log_path: str) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """In the child: leave as soon as the parent is gone (it can no longer stop or reap us)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:  # once the parent dies, the child is re-parented (to init or a subreaper)
+            time.sleep(0.1)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _run_child(target: Callable[..., Any], args: tuple, kwargs: dict, log_path: str, parent_pid: int) -> None:
     """In the child: run the target, never return to the parent's code."""
     code = 0
     try:
+        _exit_with_parent(parent_pid)
         _redirect_output(log_path)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -160,9 +177,10 @@ def start_process(target: Callable[..., Any], *args: Any, stop_timeout: float = 
     sys.stderr.flush()
     log_fd, log_path = tempfile.mkstemp(prefix="course-child-", suffix=".log")
     os.close(log_fd)
+    parent_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _run_child(target, args, kwargs, log_path)
+        _run_child(target, args, kwargs, log_path, parent_pid)
     child = ChildProcess(pid=pid, name=getattr(target, "__name__", "child"), log_path=log_path)
     _RUNNING[pid] = child
     try:
@@ -175,13 +193,16 @@ def start_process(target: Callable[..., Any], *args: Any, stop_timeout: float = 
 
 
 def stop_all() -> list[int]:
-    """Stop every child started here that still runs (a cell interrupted mid-block). Their pids."""
+    """Stop every child started here that still runs (run at the interpreter's exit). Their pids."""
     stopped = []
     for child in list(_RUNNING.values()):
         if child.alive:
             child.stop(1.0)
             stopped.append(child.pid)
     return stopped
+
+
+atexit.register(stop_all)  # a kernel shut down normally stops its children itself (children leave by os._exit)
 
 
 @dataclass

@@ -8,8 +8,12 @@ queries. coursekit.processes is tested with real forked children.
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -283,3 +287,35 @@ def test_serve_in_process_serves_the_app_until_killed():
         assert server.kill() == -signal.SIGKILL
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{server.url}/pid", timeout=1)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its new parent to reap it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+def test_a_child_exits_when_its_parent_dies_without_stopping_it():
+    """A kernel killed mid-block (restarted, a timeout) runs no finally: its workers must not live on."""
+    parent = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import os, signal, time
+            from coursekit.processes import start_process
+            with start_process(time.sleep, 60) as child:
+                print(child.pid, flush=True)
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGKILL)  # the parent dies: no finally, no atexit
+        """)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    orphan = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while _running(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(orphan), f"child {orphan} outlived its killed parent"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -18,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from coursekit.manifest import CourseError, lessons
-from coursekit.site import MARKER, build_site, html_links, plan
-from tests.browser import chromium_page, screenshot
+from coursekit.site import MARKER, MERMAID_JS, build_site, html_links, plan
+from tests.browser import chromium_page, screenshot, skip_or_fail
 from tests.conftest import ROOT
 
 LESSONS = lessons(ROOT)
@@ -28,6 +29,8 @@ CDN_HOSTS = ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com", "fonts.goo
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    if not (ROOT / "site" / MERMAID_JS).is_file() and shutil.which("npm") is None:
+        skip_or_fail("no npm to install the site's pinned mermaid (site/package-lock.json): install Node.js")
     report = build_site(ROOT, tmp_path_factory.mktemp("site") / "site")
     assert len(report.pages) == 1 + 3 * len(LESSONS)
     return report.folder

@@ -24,8 +24,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def chromium_path() -> str:
-    """The system Chromium, or a skip (a fail under CI=true) with a one-line reason."""
-    path = os.environ.get("COURSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """The system Chromium ($COURSE_CHROMIUM, else `chromium` on PATH), or a skip (a fail under CI=true) with a one-line reason."""
+    path = shutil.which(os.environ.get("COURSE_CHROMIUM") or "chromium") or shutil.which("chromium-browser")
     reason = None
     if path is None:
         reason = "no Chromium installed (Debian/Ubuntu: apt-get install chromium); the browser tests need it"

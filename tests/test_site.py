@@ -1,6 +1,7 @@
 """`course site`: the course as a static website, built offline, read in a real browser.
 
-The site is built once for this file (into a temporary folder), from the committed notebooks.
+The site is built once for this file, by `course site --output <a temporary folder>`, from the
+committed notebooks.
 The browser part serves it on 127.0.0.1 and opens the home page and every lesson page in headless
 Chromium: no console error, no failed or outside request, every mermaid block drawn as an SVG
 diagram, every stored plot an image that loaded. Screenshots go to build/test-artifacts/.
@@ -8,16 +9,21 @@ diagram, every stored plot an image that loaded. Screenshots go to build/test-ar
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import shutil
 import threading
+from contextlib import redirect_stdout
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
+from coursekit.cli import main
 from coursekit.manifest import CourseError, lessons
 from coursekit.site import MARKER, MERMAID_JS, build_site, html_links, plan
 from tests.browser import chromium_page, screenshot, skip_or_fail
@@ -31,9 +37,13 @@ CDN_HOSTS = ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com", "fonts.goo
 def site(tmp_path_factory) -> Path:
     if not (ROOT / "site" / MERMAID_JS).is_file() and shutil.which("npm") is None:
         skip_or_fail("no npm to install the site's pinned mermaid (site/package-lock.json): install Node.js")
-    report = build_site(ROOT, tmp_path_factory.mktemp("site") / "site")
-    assert len(report.pages) == 1 + 3 * len(LESSONS)
-    return report.folder
+    folder = tmp_path_factory.mktemp("site") / "site"
+    output = io.StringIO()
+    with mock.patch.dict(os.environ, {"COURSE_ROOT": str(ROOT)}), redirect_stdout(output):
+        assert main(["site", "--output", str(folder)]) == 0  # as `course site --output DIR`
+    assert f"wrote {1 + 3 * len(LESSONS)} pages to {folder}" in output.getvalue()
+    assert f"python3 -m http.server --directory {folder}" in output.getvalue()
+    return folder
 
 
 def stored(notebook: Path) -> tuple[int, int]:

@@ -43,7 +43,8 @@ class Page:
     """One page of the site: where it comes from and goes, and what the template shows."""
     source: Path | None  # None: the home page
     output: str  # relative to the site folder, e.g. "notebooks/01_x.html"
-    label: str
+    label: str  # in the previous/next links
+    title: str  # the browser tab's
     run: dict | None = None
     previous: Link | None = None
     next: Link | None = None
@@ -99,14 +100,15 @@ def vendored_mermaid(root: Path) -> Path:
         done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=site_dir,
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise CourseError(f"npm ci in site/ failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            last = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1]
+            raise CourseError(f"npm ci in site/ failed (exit {done.returncode}): {last}")
     return site_dir / MERMAID_JS
 
 
 def plan(root: Path) -> list[Page]:
     """The pages in reading order: home, then for each lesson its lesson, exercise and solution."""
     repository = repository_url(root)
-    pages = [Page(None, "index.html", "Course map")]
+    pages = [Page(None, "index.html", "Course map", "FastAPI Advanced Patterns: the course map")]
     for lesson in lessons(root):
         for folder, kind in KINDS:
             notebook = f"{folder}/{lesson.stem}.ipynb"
@@ -116,7 +118,8 @@ def plan(root: Path) -> list[Page]:
                 then += f" (or check it from a terminal: <code>course check {lesson.id}</code>)"
             run = {"command": "python3 start.py", "then": then, "binder": binder_link(repository, notebook),
                    "related": related}
-            pages.append(Page(root / notebook, f"{folder}/{lesson.stem}.html", f"{lesson.id} {kind}", run))
+            pages.append(Page(root / notebook, f"{folder}/{lesson.stem}.html", f"{lesson.id} {kind}",
+                              f"{lesson.id} · {lesson.title} ({kind}) · FastAPI Advanced Patterns", run))
     for before, after in zip(pages, pages[1:]):
         before.next = Link(_relative(before.output, after.output), after.label)
         after.previous = Link(_relative(after.output, before.output), before.label)
@@ -127,7 +130,7 @@ def _relative(from_page: str, to_page: str) -> str:
     return "../" * from_page.count("/") + to_page
 
 
-def home_notebook(root: Path, all_lessons: tuple[Lesson, ...]):
+def home_notebook(all_lessons: tuple[Lesson, ...]):
     import nbformat
 
     rows = ["| # | lesson | what you learn | exercise | solution |", "|---|---|---|---|---|"]
@@ -176,18 +179,14 @@ def build_site(root: Path | None = None, output: Path | None = None) -> SiteRepo
     pages = plan(root)
     all_lessons = lessons(root)
     for page in pages:
-        if page.source is None:
-            notebook, title = home_notebook(root, all_lessons), "FastAPI Advanced Patterns"
-        else:
-            notebook = nbformat.read(page.source, as_version=4)
-            title = f"{page.label} · {notebook.cells[0].source.splitlines()[0].lstrip('# ').strip()}"
+        notebook = home_notebook(all_lessons) if page.source is None else nbformat.read(page.source, as_version=4)
         for cell in notebook.cells:
             if cell.cell_type == "markdown":
                 cell.source = html_links(cell.source)
         has_mermaid = any(c.cell_type == "markdown" and "```mermaid" in c.source for c in notebook.cells)
         site = {"to_root": page.to_root, "previous": page.previous, "next": page.next, "run": page.run,
                 "has_mermaid": has_mermaid}
-        body, _ = exporter.from_notebook_node(notebook, resources={"site": site, "metadata": {"name": title}})
+        body, _ = exporter.from_notebook_node(notebook, resources={"site": site, "metadata": {"name": page.title}})
         target = output / page.output
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body, encoding="utf-8")

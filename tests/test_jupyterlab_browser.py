@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.browser import chromium_page, chromium_path, screenshot
 from tests.conftest import ROOT, import_start

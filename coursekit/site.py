@@ -28,6 +28,7 @@ MERMAID_JS = Path("node_modules") / "mermaid" / "dist" / "mermaid.min.js"
 # nbconvert imports mermaid as an ES module from this URL; the page loads the vendored classic
 # script first (it sets globalThis.mermaid), which also works from file:// where module imports don't.
 MERMAID_MODULE = "data:text/javascript,export default globalThis.mermaid;"
+SHARED_CSS = ("index.css", "theme-light.css")  # nbconvert's lab template's static/, linked, not inlined
 KINDS = (("notebooks", "lesson"), ("exercises", "exercise"), ("solutions", "solution"))
 NOTEBOOK_LINK = re.compile(r"(\]\((?!https?:)[^)\s]*?)\.ipynb([#)])")
 
@@ -156,6 +157,26 @@ def home_notebook(all_lessons: tuple[Lesson, ...]):
     return notebook
 
 
+def _shared_stylesheets(exporter, static: Path):
+    """A filter: nbconvert inlines JupyterLab's stylesheets (about 250 KB) into every page; the site
+    links one copy of each from _static/ instead, so that a reader's browser caches it."""
+    env = exporter.environment
+    shared = {}
+    for name in SHARED_CSS:
+        text = env.loader.get_source(env, f"static/{name}")[0]
+        (static / name).write_text(text, encoding="utf-8")
+        shared[name] = f'<style type="text/css">\n{text}</style>'  # as nbconvert's resources.include_css writes it
+
+    def link(html: str, to_root: str) -> str:
+        for name, inline in shared.items():
+            if inline not in html:
+                raise CourseError(f"nbconvert no longer inlines static/{name} as expected: update coursekit/site.py")
+            html = html.replace(inline, f'<link rel="stylesheet" href="{to_root}_static/{name}">')
+        return html
+
+    return link
+
+
 def build_site(root: Path | None = None, output: Path | None = None) -> SiteReport:
     """Write the whole site into output (default build/site/ in the course), replacing an older build."""
     import nbformat
@@ -176,6 +197,7 @@ def build_site(root: Path | None = None, output: Path | None = None) -> SiteRepo
 
     exporter = HTMLExporter(template_name="course", extra_template_basedirs=[str(root / "site" / "templates")],
                             mermaid_js_url=MERMAID_MODULE, mermaid_layout_elk_js_url="")
+    exporter.register_filter("shared_stylesheets", _shared_stylesheets(exporter, output / "_static"))
     pages = plan(root)
     all_lessons = lessons(root)
     for page in pages:

@@ -62,6 +62,7 @@ def test_every_lesson_exercise_and_solution_has_a_page_with_navigation_and_a_run
         for folder in ("notebooks", "exercises", "solutions"):
             page = (site / folder / f"{lesson.stem}.html").read_text(encoding="utf-8")
             assert f"<title>{lesson.id} · " in page, "the browser tab names the lesson"
+            assert 'href="../_static/index.css"' in page and len(page) < 1_000_000  # JupyterLab's CSS shared, not inlined
             assert "python3 start.py" in page and f"open <code>{folder}/{lesson.stem}.ipynb</code>" in page
             assert 'rel="prev"' in page and 'href="../index.html"' in page
             assert "mybinder.org" not in page, "no repository is configured in course.toml, so no Binder link"

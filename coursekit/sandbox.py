@@ -22,6 +22,8 @@ even when the grader is root).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -80,6 +82,12 @@ RESULTS_SCHEMA = {
         },
     },
     "required": ["version", "cell_errors", "kernel_exit", "payloads"],
+    "additionalProperties": False,
+}
+SEALED_SCHEMA = {
+    "type": "object",
+    "properties": {"mac": {"type": "string", "maxLength": 64}, "body": {"type": "string"}},
+    "required": ["mac", "body"],
     "additionalProperties": False,
 }
 # One results message, as the grader accepts it (anything else counts as forged).
@@ -288,8 +296,19 @@ def _read_capped(stream, limit: int, into: list) -> None:
     into.append(bytes(data))
 
 
-def run_harness(stdin_data: bytes, limits: Limits, *, sandboxed: bool) -> tuple[dict | None, str]:
-    """Start the harness (in bwrap, or not), feed it, wait (bounded); (its results, why none)."""
+def _sealed(body: str, key: str) -> str:
+    return hmac.new(bytes.fromhex(key), body.encode(), hashlib.sha256).hexdigest()
+
+
+def run_harness(request: dict, limits: Limits, *, sandboxed: bool) -> tuple[dict | None, str]:
+    """Start the harness (in bwrap, or not), feed it, wait (bounded); (its results, why none).
+
+    The pipe's write end is also held by bwrap's own process in the sandbox, which the kernel may
+    open through /proc/1/fd: so the harness signs its one document with a key it alone read from
+    its stdin before the kernel started, and anything else on the pipe voids the results.
+    """
+    key = secrets.token_hex(32)
+    stdin_data = json.dumps({**request, "key": key}).encode()
     read_end, write_end = os.pipe()
     with tempfile.TemporaryDirectory(prefix="course-grade-") as run_dir:
         run = Path(run_dir)
@@ -301,10 +320,9 @@ def run_harness(stdin_data: bytes, limits: Limits, *, sandboxed: bool) -> tuple[
         else:
             cmd = [sys.executable, "-m", "coursekit.sandbox", str(write_end)]
             env = {**os.environ, "HOME": str(run), "MALLOC_ARENA_MAX": "2"}
-            (run / "work").mkdir()
         process = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            pass_fds=(write_end,), start_new_session=True, env=env, cwd=run / "work" if not sandboxed else None,
+            pass_fds=(write_end,), start_new_session=True, env=env, cwd=None if sandboxed else run,
         )
         os.close(write_end)
         results: list[bytes] = []
@@ -339,9 +357,14 @@ def run_harness(stdin_data: bytes, limits: Limits, *, sandboxed: bool) -> tuple[
     if len(data) > RESULTS_LIMIT_BYTES:
         return None, "its results were larger than the limit: not graded"
     try:
-        raw = json.loads(data)
+        sealed = json.loads(data)
+        if not _valid(sealed, SEALED_SCHEMA):
+            raise ValueError("not a sealed document")
     except ValueError:
-        return None, "its results were not valid JSON: not graded"
+        return None, "tampering: its results pipe held something else than the harness's one document: not graded"
+    if not hmac.compare_digest(sealed["mac"], _sealed(sealed["body"], key)):
+        return None, "tampering: its results were not signed by the harness: not graded"
+    raw = json.loads(sealed["body"])
     if not _valid(raw, RESULTS_SCHEMA):
         return None, "its results did not match the schema: not graded"
     return raw, ""
@@ -360,7 +383,7 @@ def grade_submission(path: Path, lesson: Lesson, limits: Limits, *, sandboxed: b
     prepared, edited = prepare(notebook, read_notebook(lesson.solution))
     request = {"notebook": prepared.notebook, "cell_timeout": limits.cell_timeout, "total_timeout": limits.total_timeout,
                "limits": asdict(limits)}
-    raw, failure = run_harness(json.dumps(request).encode(), limits, sandboxed=sandboxed)
+    raw, failure = run_harness(request, limits, sandboxed=sandboxed)
     problems = ["its check cells differ from the course's: graded with the original checks"] if edited else []
     if raw is None:
         problems.append(failure)
@@ -408,8 +431,9 @@ def harness_main(results_fd: int) -> int:
     _no_dumps()
     request = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
+    key = request.pop("key")
     _set_limits(request["limits"])
-    work = Path.cwd() / "work" if (Path.cwd() / "work").is_dir() else Path("/tmp/work")
+    work = Path.cwd() / "work"  # /tmp/work in the sandbox
     work.mkdir(exist_ok=True)
     (Path(os.environ.get("HOME", "/tmp/home"))).mkdir(exist_ok=True)
     from coursekit.runner import execute
@@ -419,7 +443,8 @@ def harness_main(results_fd: int) -> int:
                   notebook_data=request["notebook"], sealed=True, workdir=work)[0]
     out = {"version": 1, "cell_errors": [e[:MESSAGE_CHARS] for e in run.cell_errors[:1000]], "kernel_exit": run.kernel_exit,
            "payloads": {str(i): p[:PAYLOADS_KEPT] for i, p in run.payloads.items()}}
-    results.write(json.dumps(out))
+    body = json.dumps(out)
+    results.write(json.dumps({"mac": _sealed(body, key), "body": body}))
     results.close()
     return 0
 

@@ -134,7 +134,7 @@ import os
 def add(a, b):
     os._exit(0)
 '''],
-    "overwrites_results": ['''
+    "probes_harness": ['''
 import os
 harness = f"/proc/{{os.getppid()}}"
 outcomes = set()
@@ -144,15 +144,30 @@ for name in ["fd", "mem", *(f"fd/{{n}}" for n in range(3, 12))]:
             os.listdir(f"{{harness}}/fd")
         else:
             with open(f"{{harness}}/{{name}}", "w") as handle:
-                handle.write('{{"version": 1}}')
+                handle.write("{{}}")
         outcomes.add(f"{{name}}: done")
     except OSError as exc:
         outcomes.add(type(exc).__name__)
 raise RuntimeError(f"harness fds: {{sorted(outcomes)}}")
 '''],
+    "overwrites_results": ['''
+import json, os
+outcomes = set()
+# bwrap's own process (pid 1 here) also holds the results pipe: write a forged document into it
+forged = {{"version": 1, "cell_errors": [], "kernel_exit": None, "payloads": {{}}}}
+for fd in os.listdir("/proc/1/fd"):
+    if int(fd) > 2:
+        try:
+            with open(f"/proc/1/fd/{{fd}}", "w") as handle:
+                handle.write(json.dumps({{"mac": "0" * 64, "body": json.dumps(forged)}}))
+            outcomes.add("written")
+        except OSError as exc:
+            outcomes.add(type(exc).__name__)
+raise RuntimeError(f"pid 1: {{sorted(outcomes)}}")
+'''],
 }
 # Those whose add() is right: anything but 2/2 would be the sandbox breaking an honest answer.
-RIGHT_ANSWER = {"honest", "reads_home", "writes_outside", "looks_at_network", "overwrites_results", "fork_bomb"}
+RIGHT_ANSWER = {"honest", "reads_home", "writes_outside", "looks_at_network", "fork_bomb", "probes_harness"}
 
 
 def _sleepers() -> list[str]:
@@ -275,10 +290,23 @@ def test_exiting_in_the_middle_of_the_checks_scores_nothing(graded):
     assert "the kernel exited by itself (exit code 0)" in row["problem"], row["problem"]
 
 
-def test_the_harness_results_pipe_cannot_be_written(graded):
-    row = graded["rows"]["overwrites_results"]
+def test_the_harness_memory_and_pipe_are_out_of_reach(graded):
+    row = graded["rows"]["probes_harness"]
     assert "harness fds: ['PermissionError']" in row["problem"], row["problem"]
     assert row["passed"] == "2"  # its results arrived intact
+
+
+def test_the_results_cannot_be_overwritten(graded):
+    """bwrap's pid 1 in the sandbox also holds the results pipe. Graded as root, the pipe belongs to
+    root and `nobody` cannot reopen it; graded as a user, it can, and the unsigned document voids the
+    results. Either way no forged score."""
+    row = graded["rows"]["overwrites_results"]
+    assert row["passed"] == "0"
+    if os.getuid() == 0:
+        assert "pid 1: ['PermissionError']" in row["problem"], row["problem"]
+        assert row["test_adds"] == "failed"  # its own wrong answer, judged from the genuine results
+    else:
+        assert "tampering: its results pipe held something else" in row["problem"], row["problem"]
 
 
 def test_without_bwrap_grading_refuses_in_one_line(tmp_path):

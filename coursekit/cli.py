@@ -200,7 +200,7 @@ def _grade_one(path: Path, lesson: Lesson | None, limits, sandboxed: bool) -> di
 def cmd_grade(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap
+    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap, preflight
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -211,6 +211,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     sandboxed = not args.unsafe_no_sandbox
     if sandboxed and bwrap() is None:
         raise CourseError(INSTALL_HINT)
+    if sandboxed and (why := preflight()):
+        raise CourseError(why)
     if not sandboxed:
         print(UNSAFE_WARNING, file=sys.stderr, flush=True)
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.timeout, memory_mb=args.memory_mb,

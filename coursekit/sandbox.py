@@ -16,8 +16,14 @@ The sandbox sees: /usr, the Python installation and the venv, the course's `cour
 all read-only; a fresh size-limited tmpfs at /tmp (the only writable place: the working folder,
 HOME, Jupyter's runtime files); its own /proc and /dev; a network namespace with only loopback;
 its own pid namespace (it dies with the grader); an environment made from an allow-list; uid 1000
-in a user namespace without capabilities (RLIMIT_NPROC then counts this sandbox's processes only,
-even when the grader is root).
+in a user namespace without capabilities (RLIMIT_NPROC then counts this sandbox's processes only;
+a root grader runs bwrap as `nobody`, see sandbox_command).
+
+Why bubblewrap: one small Debian/Ubuntu/Fedora package with no daemon, no setuid and no image,
+started per submission in milliseconds; it is the sandbox Flatpak ships, so it is maintained and
+audited. nsjail is not packaged by Debian 12 and is configured by protobuf files; firejail is
+setuid-root with a long CVE history and profiles aimed at desktop apps; Docker/Podman need a daemon
+or an image and, by default, leave the network on and no memory or process limits.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import hmac
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -220,7 +225,7 @@ def limits_hit(texts: list[str], kernel_exit: int | None, limits: Limits) -> lis
     return hit
 
 
-def sandbox_command(run_dir: Path, limits: Limits, results_fd: int) -> list[str]:
+def sandbox_command(run_dir: Path, limits: Limits, results_fd: int | None, argv: list[str] | None = None) -> list[str]:
     """The command that starts the harness in bwrap for one submission (run_dir: its private folder).
 
     As root, RLIMIT_NPROC would not hold: the kernel lets any process whose real uid is global root
@@ -280,12 +285,31 @@ def sandbox_command(run_dir: Path, limits: Limits, results_fd: int) -> list[str]
     cmd += ["--clearenv"]
     for key, value in env.items():
         cmd += ["--setenv", key, value]
-    cmd += ["--chdir", "/tmp", "--", sys.executable, "-m", "coursekit.sandbox", str(results_fd)]
+    cmd += ["--chdir", "/tmp", "--", *(argv or [sys.executable, "-m", "coursekit.sandbox", str(results_fd)])]
     if not as_root:
         return cmd
     run_dir.chmod(0o755)  # nobody must reach the staged mounts and passwd
     drop = f"exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups -- " + shlex.join(cmd)
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", " && ".join([*staged, drop])]
+
+
+def preflight() -> str:
+    """"" when a sandbox starts here, else one line saying why not (user namespaces disabled, ...)."""
+    with tempfile.TemporaryDirectory(prefix="course-grade-") as run_dir:
+        run = Path(run_dir)
+        for name in ("passwd", "group"):
+            (run / name).write_text("")
+        cmd = sandbox_command(run, Limits(), None, argv=[sys.executable, "-c", "import coursekit, ipykernel"])
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the grading sandbox does not start here ({exc})"
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        return (f"the grading sandbox does not start here ({why[:200]}); bwrap needs unprivileged user namespaces "
+                "(sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 an AppArmor profile for bwrap), "
+                "or run course grade as root")
+    return ""
 
 
 def _read_capped(stream, limit: int, into: list) -> None:
@@ -308,7 +332,7 @@ def run_harness(request: dict, limits: Limits, *, sandboxed: bool) -> tuple[dict
     its stdin before the kernel started, and anything else on the pipe voids the results.
     """
     key = secrets.token_hex(32)
-    stdin_data = json.dumps({**request, "key": key}).encode()
+    stdin_data = json.dumps({**request, "key": key, "sandboxed": sandboxed}).encode()
     read_end, write_end = os.pipe()
     with tempfile.TemporaryDirectory(prefix="course-grade-") as run_dir:
         run = Path(run_dir)
@@ -417,11 +441,17 @@ def _no_dumps() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
-def _set_limits(limits: dict) -> None:
+def _set_limits(limits: dict, sandboxed: bool) -> None:
+    import resource  # POSIX only: imported here so that the CLI still starts on Windows
+
     mb = 2**20
-    for name, value in ((resource.RLIMIT_AS, limits["memory_mb"] * mb), (resource.RLIMIT_CPU, limits["cpu_seconds"]),
-                        (resource.RLIMIT_NPROC, limits["processes"]), (resource.RLIMIT_FSIZE, limits["file_mb"] * mb),
-                        (resource.RLIMIT_CORE, 0)):
+    chosen = [(resource.RLIMIT_AS, limits["memory_mb"] * mb), (resource.RLIMIT_CPU, limits["cpu_seconds"]),
+              (resource.RLIMIT_FSIZE, limits["file_mb"] * mb), (resource.RLIMIT_CORE, 0)]
+    if sandboxed:
+        # Outside a user namespace RLIMIT_NPROC counts every process of the user: an instructor's
+        # desktop alone may exceed it, and root ignores it. Only the sandbox makes it a bound.
+        chosen.append((resource.RLIMIT_NPROC, limits["processes"]))
+    for name, value in chosen:
         resource.setrlimit(name, (value, value))
 
 
@@ -432,7 +462,7 @@ def harness_main(results_fd: int) -> int:
     request = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
     key = request.pop("key")
-    _set_limits(request["limits"])
+    _set_limits(request["limits"], request["sandboxed"])
     work = Path.cwd() / "work"  # /tmp/work in the sandbox
     work.mkdir(exist_ok=True)
     (Path(os.environ.get("HOME", "/tmp/home"))).mkdir(exist_ok=True)

@@ -219,7 +219,7 @@ def limits_hit(texts: list[str], kernel_exit: int | None, limits: Limits) -> lis
     if kernel_exit == -signal.SIGXCPU:
         hit.append(f"exceeded the CPU time limit ({limits.cpu_seconds} s)")
     elif kernel_exit == -signal.SIGKILL:
-        hit.append("the kernel was killed (SIGKILL: out of memory?)")
+        hit.append("the kernel was killed (SIGKILL: it outlived its CPU limit's SIGXCPU, or the system ran out of memory)")
     elif kernel_exit is not None and kernel_exit >= 0:
         hit.append(f"the kernel exited by itself (exit code {kernel_exit}) before its checks finished")
     return hit
@@ -452,7 +452,8 @@ def _set_limits(limits: dict, sandboxed: bool) -> None:
         # desktop alone may exceed it, and root ignores it. Only the sandbox makes it a bound.
         chosen.append((resource.RLIMIT_NPROC, limits["processes"]))
     for name, value in chosen:
-        resource.setrlimit(name, (value, value))
+        # CPU: SIGXCPU at the soft limit says which limit it was; SIGKILL 5 s later if it is caught
+        resource.setrlimit(name, (value, value + 5 if name == resource.RLIMIT_CPU else value))
 
 
 def harness_main(results_fd: int) -> int:

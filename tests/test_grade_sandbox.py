@@ -1,9 +1,10 @@
 """`course grade` against hostile submissions: each is contained, and its CSV row says why.
 
 One batch of hostile submissions of a tiny course (two plain checks, no FastAPI: a kernel each
-costs little CPU), graded once with small limits and --jobs 2. Each test reads its own row and
-asserts, from outside, that the harm did not happen. The batch holding an honest submission that
-scores 2/2 among them proves that no hostile one aborted it.
+costs little CPU), graded once with small limits and --jobs 2. Each test reads a row and asserts,
+from outside, that the harm did not happen and that the row says why. The batch holding an honest submission that
+scores 2/2 among them proves that no hostile one aborted it. Attempts that are cheap and do not
+interfere share a kernel (the suite's CPU budget): one row then answers several tests.
 """
 
 import csv
@@ -33,32 +34,45 @@ def test_adds_negatives():
 SECRET = "grader-home-secret-7d1e"
 ENV_SECRET = "grader-env-token-93ab"
 LIMITS = ["--memory-mb", "1024", "--processes", "64", "--disk-mb", "48", "--file-mb", "32",
-          "--cpu-seconds", "8", "--cell-timeout", "15", "--timeout", "60"]
+          "--cpu-seconds", "5", "--cell-timeout", "15", "--timeout", "60"]
 
 # The harm each submission tries; {outside} etc. are filled in with the test's real paths.
 HOSTILE = {
     "honest": [],
-    "reads_home": ['''
-import os, pathlib
+    # one kernel for four attempts (the CPU budget): the grader's HOME and variables, writing outside, the network, the harness
+    "escapes": ['''
+import os, pathlib, socket, coursekit
 seen = []
 for home in (os.environ.get("HOME", ""), {grader_home!r}, "/root"):
     try:
         seen.append(pathlib.Path(home, "secret.txt").read_text())
     except OSError as exc:
         seen.append(type(exc).__name__)
-raise RuntimeError(f"home files: {{seen}}; environment: {{sorted(os.environ)}}; secret: {{os.environ.get('GRADER_TOKEN')}}")
-'''],
-    "writes_outside": ['''
-import pathlib, coursekit
-outcomes = []
+harness = f"/proc/{{os.getppid()}}"
+harness_fds = set()
+for name in ["fd", "mem", *(f"fd/{{n}}" for n in range(3, 12))]:
+    try:
+        if name == "fd":
+            os.listdir(f"{{harness}}/fd")
+        else:
+            with open(f"{{harness}}/{{name}}", "w") as handle:
+                handle.write("{{}}")
+        harness_fds.add(f"{{name}}: done")
+    except OSError as exc:
+        harness_fds.add(type(exc).__name__)
+writes = []
 for target in ({outside!r}, {sibling!r}, {course_checks!r}, {csv_path!r}, pathlib.Path(coursekit.__file__).parent / "checks.py"):
     try:
         with open(target, "w") as handle:
             handle.write("pwned")
-        outcomes.append("written")
+        writes.append("written")
     except OSError as exc:
-        outcomes.append(type(exc).__name__)
-raise RuntimeError(f"writes: {{outcomes}}")
+        writes.append(type(exc).__name__)
+raise RuntimeError(
+    f"home files: {{seen}}; grader variables: {{[k for k in os.environ if 'GRADER' in k]}}; "
+    f"secret: {{os.environ.get('GRADER_TOKEN')}}; writes: {{writes}}; interfaces: {{[name for _, name in socket.if_nameindex()]}}; "
+    f"harness fds: {{sorted(harness_fds)}}"
+)
 '''],
     "forges_lines": ['''
 from IPython.display import display
@@ -85,12 +99,14 @@ try:
 except OSError as exc:
     raise RuntimeError(f"fork stopped after {{children}} children: {{exc}}")
 '''],
-    "allocates_8gb": ['''
-hoard = bytearray(8 * 1024**3)
-'''],
-    "fills_disk": ['''
+    # memory, one file's size, the disk (one kernel)
+    "exhausts": ['''
 import os
 outcomes = []
+try:
+    hoard = bytearray(8 * 1024**3)
+except MemoryError as exc:
+    outcomes.append(repr(exc))
 try:
     with open("big.bin", "wb") as handle:
         for _ in range(40):
@@ -105,7 +121,7 @@ try:
                 handle.write(b"x" * 2**20)
 except OSError as exc:
     outcomes.append(str(exc))
-raise RuntimeError(f"disk: {{outcomes}}")
+raise RuntimeError(f"exhausted: {{outcomes}}")
 '''],
     "loops_in_check": ['''
 def add(a, b):
@@ -116,10 +132,6 @@ def add(a, b):
 import os, signal
 os.kill(os.getppid(), signal.SIGKILL)
 os.kill(-1, signal.SIGKILL)
-'''],
-    "looks_at_network": ['''
-import socket
-raise RuntimeError(f"interfaces: {{[name for _, name in socket.if_nameindex()]}}")
 '''],
     "patches_runner": ['''
 import coursekit.checks
@@ -133,22 +145,6 @@ _pytest.python.Function.runtest = lambda self: None
 import os
 def add(a, b):
     os._exit(0)
-'''],
-    "probes_harness": ['''
-import os
-harness = f"/proc/{{os.getppid()}}"
-outcomes = set()
-for name in ["fd", "mem", *(f"fd/{{n}}" for n in range(3, 12))]:
-    try:
-        if name == "fd":
-            os.listdir(f"{{harness}}/fd")
-        else:
-            with open(f"{{harness}}/{{name}}", "w") as handle:
-                handle.write("{{}}")
-        outcomes.add(f"{{name}}: done")
-    except OSError as exc:
-        outcomes.add(type(exc).__name__)
-raise RuntimeError(f"harness fds: {{sorted(outcomes)}}")
 '''],
     "overwrites_results": ['''
 import json, os
@@ -167,7 +163,7 @@ raise RuntimeError(f"pid 1: {{sorted(outcomes)}}")
 '''],
 }
 # Those whose add() is right: anything but 2/2 would be the sandbox breaking an honest answer.
-RIGHT_ANSWER = {"honest", "reads_home", "writes_outside", "looks_at_network", "fork_bomb", "probes_harness"}
+RIGHT_ANSWER = {"honest", "escapes", "fork_bomb"}
 
 
 def _sleepers() -> list[str]:
@@ -216,19 +212,18 @@ def test_every_submission_gets_a_row_and_the_honest_one_scores_fully(graded):
 
 
 def test_the_graders_home_and_environment_are_out_of_reach(graded):
-    row = graded["rows"]["reads_home"]
+    row = graded["rows"]["escapes"]
     assert SECRET not in graded["csv_text"] and ENV_SECRET not in graded["csv_text"]
-    assert "home files: ['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError']" in row["problem"]
-    assert "GRADER_TOKEN" not in row["problem"] and "secret: None" in row["problem"]
+    assert "home files: ['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError']" in row["problem"], row["problem"]
+    assert "grader variables: []; secret: None" in row["problem"]
     assert row["passed"] == "2"  # containment does not cost an honest answer its score
 
 
 def test_nothing_outside_its_copy_can_be_written(graded):
-    row = graded["rows"]["writes_outside"]
+    row = graded["rows"]["escapes"]
     assert not Path(graded["paths"]["outside"]).exists()
     for path, content in graded["before"].items():
         assert path.read_bytes() == content, f"{path} was changed"  # the course's checks, the other submissions
-    assert "pwned" not in graded["csv_text"].replace(row["problem"], "")
     # not mounted at all (four paths), or mounted read-only (the coursekit package)
     assert "writes: ['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError', 'OSError']" in row["problem"]
     assert (ROOT / "coursekit/checks.py").read_text().count("pwned") == 0
@@ -249,13 +244,13 @@ def test_a_fork_bomb_stops_at_the_process_limit_even_as_root(graded):
 
 
 def test_allocating_8_gb_fails_inside(graded):
-    row = graded["rows"]["allocates_8gb"]
-    assert "exceeded the memory limit (1024 MB)" in row["problem"] and "MemoryError" in row["problem"]
+    row = graded["rows"]["exhausts"]
+    assert "exceeded the memory limit (1024 MB)" in row["problem"] and "MemoryError()" in row["problem"], row["problem"]
     assert row["passed"] == "0"
 
 
 def test_filling_the_disk_stops_at_its_limits(graded):
-    row = graded["rows"]["fills_disk"]
+    row = graded["rows"]["exhausts"]
     assert "exceeded the file size limit (32 MB)" in row["problem"], row["problem"]
     assert "exceeded the disk limit (48 MB)" in row["problem"], row["problem"]
     assert "File too large" in row["problem"] and "No space left on device" in row["problem"]
@@ -263,8 +258,8 @@ def test_filling_the_disk_stops_at_its_limits(graded):
 
 def test_an_endless_check_is_stopped_and_the_batch_goes_on(graded):
     row = graded["rows"]["loops_in_check"]
-    # the kernel's CPU limit (8 s) ends the busy loop; on a very busy machine the cell's 15 s may come first
-    assert "exceeded the CPU time limit (8 s)" in row["problem"] or "exceeded the time limit" in row["problem"], row["problem"]
+    # the kernel's CPU limit (5 s) ends the busy loop; on a very busy machine the cell's 15 s may come first
+    assert "exceeded the CPU time limit (5 s)" in row["problem"] or "exceeded the time limit" in row["problem"], row["problem"]
     assert row["passed"] == "0" and row["test_adds"] == "error"
 
 
@@ -275,7 +270,7 @@ def test_killing_its_parent_loses_only_its_own_row(graded):
 
 
 def test_the_only_network_interface_is_loopback(graded):
-    assert "interfaces: ['lo']" in graded["rows"]["looks_at_network"]["problem"]
+    assert "interfaces: ['lo']" in graded["rows"]["escapes"]["problem"]
 
 
 @pytest.mark.parametrize("name", ["patches_runner", "patches_pytest"])
@@ -292,7 +287,7 @@ def test_exiting_in_the_middle_of_the_checks_scores_nothing(graded):
 
 
 def test_the_harness_memory_and_pipe_are_out_of_reach(graded):
-    row = graded["rows"]["probes_harness"]
+    row = graded["rows"]["escapes"]
     assert "harness fds: ['PermissionError']" in row["problem"], row["problem"]
     assert row["passed"] == "2"  # its results arrived intact
 

@@ -4,8 +4,9 @@ Two halves, two processes:
 
 - the grader (`grade_submission`, outside, trusted): puts the course's own check cells into the
   submission, tags each check cell with a fresh random nonce and adds to it a "canary" check that
-  must fail; starts `bwrap` with the notebook on the harness's stdin; reads ONE JSON document from
-  a pipe only the harness holds; validates it against RESULTS_SCHEMA; judges every check cell's
+  must fail; starts `bwrap` with the notebook and a fresh HMAC key on the harness's stdin; reads
+  ONE document from a pipe, signed with that key; validates it against RESULTS_SCHEMA (JSON, never
+  pickle); judges every check cell's
   results (the right nonce, exactly one message, the canary failed as it must); writes the row.
 - the harness (`python -m coursekit.sandbox`, inside): makes itself non-dumpable (the kernel, same
   uid, can then neither ptrace it nor open its /proc/PID/fd/ pipe), sets the resource limits the
@@ -40,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

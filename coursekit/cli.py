@@ -6,6 +6,7 @@
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
   course update [--no-check]      the course's latest version; your work is kept (and checked)
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions
+  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
 """
@@ -224,6 +225,20 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workshop_link(args: argparse.Namespace) -> int:
+    from coursekit.workshop import binder_badge, binder_link, hub_link
+
+    options = {"branch": args.branch, "folder": args.folder}
+    if args.hub:
+        _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
+    if args.repo.startswith("https://github.com/"):
+        _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
+        _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
+    elif not args.hub:
+        raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from coursekit.build import build
 
@@ -368,6 +383,13 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--timeout", type=float, default=600, help="seconds for one exercise's checks (600)")
     u.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")
     u.set_defaults(func=cmd_update)
+
+    w = sub.add_parser("workshop-link", help="(instructors) the nbgitpuller link for a JupyterHub, the Binder link")
+    w.add_argument("--repo", required=True, help="the course's public git URL")
+    w.add_argument("--hub", help="the JupyterHub's URL (https://hub.example.org)")
+    w.add_argument("--branch", default="main")
+    w.add_argument("--folder", default="fastapi-advanced-patterns", help="folder in each learner's home")
+    w.set_defaults(func=cmd_workshop_link)
 
     r = sub.add_parser("reset", help="fresh exercise; your attempt is kept in attempts/")
     r.add_argument("lesson")

@@ -275,7 +275,8 @@ class Git:
         done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, input=data,
                               env={**os.environ, "LANG": "C", **(env or {})}, timeout=300)
         if check and done.returncode != 0:
-            raise CourseError(f"git {' '.join(args)} failed: {done.stderr.decode(errors='replace').strip().splitlines()[-1:] or ''}")
+            why = (done.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
+            raise CourseError(f"git {args[0]} failed: {why} (nothing of yours was changed)")
         return done.stdout
 
     def text(self, *args: str, **kw) -> str:
@@ -516,6 +517,11 @@ def _update_exercise(git, path, w_data, b_data, u_data, report, writes, keep_cop
         report.conflicts.append(f"{path}: the version you started from is not in this repository's history, so the "
                                 f"course's changes could not be merged into yours: your file stays; the course's new "
                                 f"version is `git show {report.upstream[:12] or 'origin'}:{path}`")
+        return True
+    if not all(c.get("id") for nb in (base, mine, course) for c in nb["cells"]):
+        writes[path] = w_data  # cells without ids (nbformat < 4.5) cannot be paired: nothing is guessed
+        report.conflicts.append(f"{path}: a cell has no id, so the course's changes could not be merged into yours: "
+                                f"your file stays; the course's new version is `git show {report.upstream[:12]}:{path}`")
         return True
     merged = merge_exercise(base, mine, course)
     writes[path] = dumps(merged.notebook).encode("utf-8")

@@ -355,3 +355,52 @@ def test_without_the_course_attributes_nbgitpuller_merges_a_broken_exercise(upst
     cells = cells_by_id(learner / "exercises/03_adding.ipynb")
     assert "add_numbers(2, 3)" in cells["checks"]
     assert not any("def add_numbers" in source for source in cells.values())
+
+
+def test_a_checkout_it_cannot_update_gets_one_line_and_keeps_everything(upstream, tmp_path):
+    bare, publish_v2 = upstream
+    loose = tmp_path / "no-git"
+    loose.mkdir()
+    (loose / "course.toml").write_text("")
+    done = course(loose, "update")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "is not a git checkout" in done.stderr, done.stderr
+
+    learner = clone(bare, tmp_path / "learner")
+    learner_edits_exercise_03(learner)
+    git(learner, "commit", "-q", "-am", "mine", env=LEARNER_ENV)
+    publish_v2()
+    git(learner, "fetch", "-q", env=LEARNER_ENV)
+    merging = subprocess.run(["git", "merge", "origin/main"], cwd=learner, capture_output=True, text=True, env={**os.environ, **LEARNER_ENV})
+    assert merging.returncode == 1 and "CONFLICT (content): Merge conflict in exercises/03_adding.ipynb" in merging.stdout  # a plain pull
+    mine = (learner / "exercises/03_adding.ipynb").read_bytes()
+    done = course(learner, "update")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "a git merge or rebase is in progress" in done.stderr, done.stderr
+    git(learner, "merge", "--abort", env=LEARNER_ENV)
+    assert (learner / "exercises/03_adding.ipynb").read_bytes() == mine
+
+    git(learner, "remote", "set-url", "origin", str(tmp_path / "gone.git"), env=LEARNER_ENV)  # offline, or moved
+    done = course(learner, "update")
+    assert done.returncode == 2 and "git fetch failed" in done.stderr and "nothing of yours was changed" in done.stderr, done.stderr
+    assert (learner / "exercises/03_adding.ipynb").read_bytes() == mine
+
+
+def test_regions_are_placed_by_hint_then_order_and_an_unplaceable_one_is_kept():
+    from coursekit.update import merge_exercise
+
+    stub = lambda hint: f"    # TODO: {hint}\n    raise NotImplementedError('not done yet: {hint}')"  # noqa: E731
+    base = notebook([("two", "code", f"def f():\n{stub('first')}\n\ndef g():\n{stub('second')}"),
+                     ("gone", "code", f"def h():\n{stub('third')}")])
+    mine = notebook([("two", "code", "def f():\n    # TODO: first\n    return 1  # mine\n\ndef g():\n    return 2  # mine"),
+                     ("gone", "code", "def h():\n    return 3  # mine")])
+    course = notebook([("two", "code", f"import math\n\ndef f():\n{stub('first, as an int')}\n\ndef g(x=0):\n{stub('second')}"),
+                       ("new", "code", "print('new')")])
+    merged = merge_exercise(base, mine, course)
+    cells = {c["id"]: c["source"] for c in merged.notebook["cells"]}
+    # 'second' is paired by its hint; 'first' (reworded) by order; the kept TODO line travels with the answer
+    assert cells["two"] == "import math\n\ndef f():\n    # TODO: first\n    return 1  # mine\n\ndef g(x=0):\n    return 2  # mine"
+    assert [n.cell for n in merged.reapplied] == [1] and not [n for n in merged.conflicts if n.cell_id == "two"]
+    # the course removed a cell the learner filled: theirs is kept as a raw cell, listed
+    kept = next(c for c in merged.notebook["cells"] if c["id"] == "gone-yours")
+    assert kept["cell_type"] == "raw" and "return 3  # mine" in kept["source"]
+    assert [n.what for n in merged.conflicts] == ["you changed this cell and the course removed it; your version is kept as a raw cell"]
+    assert [c["id"] for c in merged.notebook["cells"]] == ["two", "gone-yours", "new"]  # where it was in theirs

@@ -309,7 +309,8 @@ def nbgitpuller_pull(bare: Path, repo_dir: Path) -> str:
     env_before = dict(os.environ)
     os.environ.update(LEARNER_ENV)
     try:
-        return "".join(GitPuller(str(bare), str(repo_dir), branch="main").pull())
+        # file:// (not a plain path) so that the first pull is the shallow clone (depth 1) a hub makes
+        return "".join(GitPuller(bare.as_uri(), str(repo_dir), branch="main").pull())
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -320,6 +321,7 @@ def test_nbgitpuller_keeps_an_edited_exercise_whole_and_course_update_merges_it(
     learner = tmp_path / "hub-home" / "course"
     learner.parent.mkdir()
     nbgitpuller_pull(bare, learner)  # first click: a shallow clone (depth 1)
+    assert git(learner, "rev-parse", "--is-shallow-repository") == "true\n"
     learner_edits_exercise_03(learner)
     run_and_save_in_jupyterlab(learner / "notebooks/05_middle.ipynb")
     edited = (learner / "exercises/03_adding.ipynb").read_bytes()

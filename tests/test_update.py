@@ -332,6 +332,9 @@ def test_nbgitpuller_keeps_an_edited_exercise_whole_and_course_update_merges_it(
     # .gitattributes `merge=binary`: the learner's exercise is whole, not line-mixed with the course's
     assert (learner / "exercises/03_adding.ipynb").read_bytes() == edited
     assert (learner / "notebooks/06_caching.ipynb").is_file()  # the rest of the course arrived
+    # ...but not lesson 05's new source: run and saved, its outputs sit next to the changed line, and
+    # -Xours kept the learner's side of that hunk without a word (what `course update` then repairs)
+    assert "second edition" not in (learner / "notebooks/05_middle.ipynb").read_text()
     status = course(learner, "status")
     assert "exercises/03_adding.ipynb: the course changed this exercise since you started it" in status.stdout, status.stdout
     assert "+def add_numbers(a, b):" in status.stdout and "-def add(a, b):" in status.stdout

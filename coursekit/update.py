@@ -52,7 +52,8 @@ from coursekit.manifest import CourseError
 STUB_TODO = re.compile(r"^(?P<indent>[ \t]*)# TODO: (?P<hint>.*)$")
 STUB_RAISE = re.compile(r"^[ \t]*raise NotImplementedError\(.*not done yet")
 BACKUP_REFS = "refs/course/before-update/"
-KEPT_MARK = "kept_by_update"  # cell metadata key of a learner's cell kept beside the course's
+KEPT_MARK = "kept_by_update"
+REMOVED = "the course removed this cell"  # cell metadata key of a learner's cell kept beside the course's
 COURSE_NOTEBOOK_FOLDERS = ("notebooks/", "solutions/")
 # plumbing commits (the snapshot) need an identity; a learner's machine may have none configured
 GIT_IDENTITY = ["-c", "user.name=course update", "-c", "user.email=course-update@localhost"]
@@ -154,8 +155,12 @@ def _kept_cell(cell_id: str, source: str, reason: str, taken: set[str]) -> dict:
         n += 1
         new_id = f"{cell_id}-yours-{n}"[:64]
     taken.add(new_id)
-    header = (f"# course update: YOUR version of the cell above, from before the update ({reason}).\n"
-              "# It is kept here as raw text (not run). Copy what you need into the cell above, then delete this cell.\n")
+    if reason == REMOVED:
+        header = ("# course update: YOUR version of a cell the course removed, from before the update.\n"
+                  "# It is kept here as raw text (not run). Copy what you still need, then delete this cell.\n")
+    else:
+        header = (f"# course update: YOUR version of the cell above, from before the update ({reason}).\n"
+                  "# It is kept here as raw text (not run). Copy what you need into the cell above, then delete this cell.\n")
     return {"cell_type": "raw", "id": new_id, "metadata": {"course": {KEPT_MARK: {"cell": cell_id, "reason": reason}}},
             "source": header + source}
 
@@ -216,7 +221,7 @@ def merge_exercise(base: dict, mine: dict, course: dict) -> ExerciseMerge:
         if cid in b and cid not in course_ids:  # the course removed it
             if _source(own) == _source(b[cid]):
                 continue
-            kept = _kept_cell(cid, _source(own), "the course removed this cell", taken)
+            kept = _kept_cell(cid, _source(own), REMOVED, taken)
             note("conflicts", kept, "you changed this cell and the course removed it; your version is kept as a raw cell")
             inserts.append((anchor_index, kept))
         elif cid not in b:  # added by the learner

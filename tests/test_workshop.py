@@ -27,7 +27,7 @@ import pytest
 from coursekit.workshop import binder_badge, hub_link, pull_link
 from tests.conftest import ROOT
 from tests.test_jupyterlab import free_port
-from tests.test_update import GIT_ENV, LEARNER_ENV, git
+from tests.test_update import LEARNER_ENV, git
 
 README_REPO = "https://github.com/OWNER/fastapi-advanced-patterns"
 README_HUB = "https://hub.example.org"

@@ -277,8 +277,11 @@ class Git:
         self.root = root
 
     def run(self, *args: str, env: dict | None = None, check: bool = True, data: bytes | None = None) -> bytes:
-        done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, input=data,
-                              env={**os.environ, "LANG": "C", **(env or {})}, timeout=300)
+        try:
+            done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, input=data,
+                                  env={**os.environ, "LANG": "C", **(env or {})}, timeout=300)
+        except OSError as exc:
+            raise CourseError(f"cannot run git ({exc.strerror}): install git, then run this again") from exc
         if check and done.returncode != 0:
             why = (done.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
             raise CourseError(f"git {args[0]} failed: {why} (nothing of yours was changed)")
@@ -288,7 +291,10 @@ class Git:
         return self.run(*args, **kw).decode().strip()
 
     def ok(self, *args: str) -> bool:
-        return subprocess.run(["git", *args], cwd=self.root, capture_output=True).returncode == 0
+        try:
+            return subprocess.run(["git", *args], cwd=self.root, capture_output=True).returncode == 0
+        except OSError as exc:
+            raise CourseError(f"cannot run git ({exc.strerror}): install git, then run this again") from exc
 
     def tree(self, commit: str | None) -> dict[str, str]:
         """path -> blob id of every file in a commit."""
@@ -371,8 +377,11 @@ def update(root: Path) -> UpdateReport:
     branch = git.text("symbolic-ref", "--short", "-q", "HEAD", check=False)
     if not branch:
         raise CourseError("HEAD is detached: `git switch main` (your files stay as they are), then run `course update`")
-    remote = git.text("config", f"branch.{branch}.remote", check=False) or "origin"
-    merge_ref = git.text("config", f"branch.{branch}.merge", check=False) or f"refs/heads/{branch}"
+    remote = git.text("config", f"branch.{branch}.remote", check=False)
+    merge_ref = git.text("config", f"branch.{branch}.merge", check=False)
+    if not remote or not merge_ref or remote == ".":
+        raise CourseError(f"your branch {branch!r} follows no branch of the course: "
+                          "`git branch --set-upstream-to=origin/main`, then run `course update`")
     tracking = f"refs/remotes/{remote}/{merge_ref.removeprefix('refs/heads/')}"
     report = UpdateReport()
     head = git.text("rev-parse", "HEAD")

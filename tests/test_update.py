@@ -409,3 +409,12 @@ def test_regions_are_placed_by_hint_then_order_and_an_unplaceable_one_is_kept():
     assert kept["cell_type"] == "raw" and "return 3  # mine" in kept["source"]
     assert [n.what for n in merged.conflicts] == ["you changed this cell and the course removed it; your version is kept as a raw cell"]
     assert [c["id"] for c in merged.notebook["cells"]] == ["two", "gone-yours", "new"]  # where it was in theirs
+
+
+def test_a_branch_that_follows_nothing_is_told_how_to_fix_it(upstream, tmp_path):
+    bare, _ = upstream
+    learner = clone(bare, tmp_path / "learner")
+    git(learner, "switch", "-q", "-c", "mine", env=LEARNER_ENV)
+    done = course(learner, "update")
+    assert done.returncode == 2 and "follows no branch of the course: `git branch --set-upstream-to=origin/main`" in done.stderr, done.stderr
+    assert not git(learner, "for-each-ref", "refs/course/")  # refused before anything was made

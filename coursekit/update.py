@@ -389,7 +389,10 @@ def update(root: Path) -> UpdateReport:
     base = (git.text("merge-base", head, old_upstream, check=False) if old_upstream else "") or head
 
     # 1. everything as it is now, as one commit (parent: HEAD) under refs/course/
-    stamp = _now_stamp()
+    stamp, n = _now_stamp(), 1
+    while git.ok("rev-parse", "-q", "--verify", BACKUP_REFS + stamp) or (root / "attempts" / f"update-{stamp}").exists():
+        n += 1  # two updates in one second: never overwrite the first one's backup
+        stamp = f"{_now_stamp()}-{n}"
     index = git_dir / "course-update.index"
     env = {"GIT_INDEX_FILE": str(index)}
     try:

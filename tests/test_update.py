@@ -252,6 +252,7 @@ def test_update_keeps_the_learners_exercise_and_brings_the_course(upstream, tmp_
     again = course(learner, "update", "--no-check")
     assert again.returncode == 0, again.stderr
     assert (learner / "exercises/03_adding.ipynb").read_text() == text
+    assert len(git(learner, "for-each-ref", "refs/course/before-update/").splitlines()) == 2  # each update its own backup
 
 
 def test_deleted_untracked_and_run_lessons_never_block(upstream, tmp_path):

@@ -264,6 +264,8 @@ def test_deleted_untracked_and_run_lessons_never_block(upstream, tmp_path):
     run_and_save_in_jupyterlab(learner / "notebooks/05_middle.ipynb")  # the course changes lesson 05
     run_and_save_in_jupyterlab(learner / "notebooks/03_adding.ipynb")  # the course leaves lesson 03 alone
     ran_03 = (learner / "notebooks/03_adding.ipynb").read_text()
+    solution = learner / "solutions/03_adding.ipynb"  # notes of the learner's in a file the course changes
+    solution.write_text(solution.read_text().replace("Write `add`, then `total`.", "Write `add`, then `total`. MY NOTE"))
     publish_v2()
 
     done = course(learner, "update", "--no-check")
@@ -283,6 +285,11 @@ def test_deleted_untracked_and_run_lessons_never_block(upstream, tmp_path):
     assert json.loads((learner / "notebooks/05_middle.ipynb").read_text()) == json.loads(git(learner, "show", "origin/main:notebooks/05_middle.ipynb"))
     assert "outputs only, no edit of yours): notebooks/05_middle.ipynb" in out
     assert (learner / "notebooks/03_adding.ipynb").read_text() == ran_03
+    # an edited lesson or solution: the course's version in place, the learner's kept and listed
+    assert "add_numbers" in solution.read_text() and "MY NOTE" not in solution.read_text()
+    (noted,) = (learner / "attempts").glob("update-*/solutions/03_adding.ipynb")
+    assert "MY NOTE" in noted.read_text()
+    assert f"solutions/03_adding.ipynb: you edited it; the course's new version is in place, yours is kept in {noted.relative_to(learner).as_posix()}" in out
     assert git(learner, "status", "--porcelain", "--untracked-files=no").split() == ["M", "notebooks/03_adding.ipynb"]
 
 

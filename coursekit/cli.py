@@ -4,11 +4,11 @@
   course check NN|PATH [--json]   run one exercise headless and report each check
   course status [--json]          every exercise's progress (re-runs only changed ones)
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
-  course update [--no-check]      the course's latest version; your work is kept (and checked)
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions
-  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
+  course update [--no-check]      the course's latest version; your work is kept (and checked)
+  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
 """
 
 from __future__ import annotations
@@ -134,11 +134,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             _remember(path, report)
             data = report.to_json()
         rows.append((lesson, data, ""))
-    from coursekit.update import exercise_news
-
-    news = {lesson.id: exercise_news(lesson) for lesson, data, _ in rows if data is not None}
     if args.json:
-        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note}), **news.get(lesson.id, {})}
+        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note}), **_exercise_news(lesson, data)}
                          for lesson, data, note in rows], indent=2))
         return 0
     _out(f"{'lesson':<44} {'passed':>7}  progress")
@@ -151,7 +148,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         passed = sum(c["status"] == "passed" for c in checks)
         bar = "".join(MARKS[c["status"]] for c in checks)
         _out(f"{name:<44} {passed:>3}/{len(checks):<3}  {bar}")
-    for lesson in (lesson for lesson, _, _ in rows if news.get(lesson.id)):
+    news = {lesson.id: _exercise_news(lesson, data) for lesson, data, _ in rows}
+    for lesson in (lesson for lesson, _, _ in rows if news[lesson.id]):
         rel = lesson.exercise.relative_to(lesson.root)
         if changed := news[lesson.id].get("changed_upstream"):
             _out(f"\n{rel}: the course changed this exercise since you started it; "
@@ -165,6 +163,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     _out(f"\n{MARKS['passed']} passed  {MARKS['failed']} failed  {MARKS['not-started']} not started  {MARKS['error']} error"
          "   details: course check NN")
     return 0
+
+
+def _exercise_news(lesson: Lesson, data: dict | None) -> dict:
+    """For `course status`: changed by the course since the learner started it; cells an update kept."""
+    from coursekit.update import exercise_news
+
+    return exercise_news(lesson) if data is not None else {}
 
 
 def cmd_update(args: argparse.Namespace) -> int:

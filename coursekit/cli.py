@@ -3,12 +3,12 @@
   course build [--check]          write exercises/ from solutions/ (or only compare)
   course check NN|PATH [--json]   run one exercise headless and report each check
   course status [--json]          every exercise's progress (re-runs only changed ones)
+  course update [--no-check]      the course's latest version; your work is kept (and checked)
+  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
-  course update [--no-check]      the course's latest version; your work is kept (and checked)
-  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
 """
 
 from __future__ import annotations
@@ -165,85 +165,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exercise_news(lesson: Lesson, data: dict | None) -> dict:
-    """For `course status`: changed by the course since the learner started it; cells an update kept."""
-    from coursekit.update import exercise_news
-
-    return exercise_news(lesson) if data is not None else {}
-
-
-def cmd_update(args: argparse.Namespace) -> int:
-    from coursekit.manifest import _load
-    from coursekit.update import update
-
-    root = course_root()
-    report = update(root)
-    _load.cache_clear()  # the course's manifest may have changed (a new lesson)
-    if args.json and args.no_check:
-        _out(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
-        return 0
-    say = (lambda text="": None) if args.json else _out
-    say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
-    if report.arrived:
-        say(f"from the course ({len(report.arrived)}): " + ", ".join(report.arrived))
-    for title, items in (("your answers re-applied to the course's new cells:", report.reapplied),
-                         ("CONFLICTS: both versions kept, merge by hand:", report.conflicts),
-                         ("your work kept:", report.kept)):
-        if items:
-            say(title)
-            for item in items:
-                say(f"  {item}")
-    if report.replaced_runs:
-        say("run and saved in JupyterLab, now the course's version (outputs only, no edit of yours): "
-            + ", ".join(report.replaced_runs))
-    say(f"everything as it was before: git ref {report.backup_ref} "
-        f"(`git checkout {report.backup_ref} -- PATH` brings a file back)")
-    drift = []
-    checked = {}
-    if not args.no_check:
-        from coursekit.runner import check
-
-        cache = _load_cache()
-        for rel, before_sha in report.merged_exercises.items():
-            path = root / rel
-            say(f"checking {rel} (your work, changed by the course) ...")
-            entry = cache.get(str(path.resolve()))
-            before = {c["id"]: c["status"] for c in entry["report"]["checks"]} if entry and entry["sha256"] == before_sha else {}
-            result = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
-            _remember(path, result)
-            checked[rel] = result.to_json()
-            for c in result.checks:
-                was = before.get(c.id)
-                line = f"  {MARKS[c.status]} {c.id}  {LABELS[c.status]}"
-                if c.message and c.status != "passed":
-                    line += f": {c.message}"
-                if was == "passed" and c.status != "passed":
-                    line += "   (passed before the update)"
-                    drift.append(f"{rel}: {c.id}")
-                say(line)
-            if result.problem:
-                say(f"  note: {result.problem}")
-        if drift:
-            say(f"drift: {len(drift)} check(s) that passed before the update do not pass now: " + ", ".join(drift))
-    if args.json:
-        _out(json.dumps({**report.to_json(), "checks": checked, "drift": drift}, indent=1, ensure_ascii=False))
-    return 0
-
-
-def cmd_workshop_link(args: argparse.Namespace) -> int:
-    from coursekit.workshop import binder_badge, binder_link, hub_link
-
-    options = {"branch": args.branch, "folder": args.folder}
-    if args.hub:
-        _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
-    if args.repo.startswith("https://github.com/"):
-        _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
-        _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
-    elif not args.hub:
-        raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
-    return 0
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from coursekit.build import build
 
@@ -333,6 +254,85 @@ def cmd_record(args: argparse.Namespace) -> int:
             seconds = record(path)
             _out(f"recorded {path.relative_to(lesson.root)} ({seconds:.1f} s)")
     build(only=chosen)
+    return 0
+
+
+def _exercise_news(lesson: Lesson, data: dict | None) -> dict:
+    """For `course status`: changed by the course since the learner started it; cells an update kept."""
+    from coursekit.update import exercise_news
+
+    return exercise_news(lesson) if data is not None else {}
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from coursekit.manifest import _load
+    from coursekit.update import update
+
+    root = course_root()
+    report = update(root)
+    _load.cache_clear()  # the course's manifest may have changed (a new lesson)
+    if args.json and args.no_check:
+        _out(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+        return 0
+    say = (lambda text="": None) if args.json else _out
+    say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
+    if report.arrived:
+        say(f"from the course ({len(report.arrived)}): " + ", ".join(report.arrived))
+    for title, items in (("your answers re-applied to the course's new cells:", report.reapplied),
+                         ("CONFLICTS: both versions kept, merge by hand:", report.conflicts),
+                         ("your work kept:", report.kept)):
+        if items:
+            say(title)
+            for item in items:
+                say(f"  {item}")
+    if report.replaced_runs:
+        say("run and saved in JupyterLab, now the course's version (outputs only, no edit of yours): "
+            + ", ".join(report.replaced_runs))
+    say(f"everything as it was before: git ref {report.backup_ref} "
+        f"(`git checkout {report.backup_ref} -- PATH` brings a file back)")
+    drift = []
+    checked = {}
+    if not args.no_check:
+        from coursekit.runner import check
+
+        cache = _load_cache()
+        for rel, before_sha in report.merged_exercises.items():
+            path = root / rel
+            say(f"checking {rel} (your work, changed by the course) ...")
+            entry = cache.get(str(path.resolve()))
+            before = {c["id"]: c["status"] for c in entry["report"]["checks"]} if entry and entry["sha256"] == before_sha else {}
+            result = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+            _remember(path, result)
+            checked[rel] = result.to_json()
+            for c in result.checks:
+                was = before.get(c.id)
+                line = f"  {MARKS[c.status]} {c.id}  {LABELS[c.status]}"
+                if c.message and c.status != "passed":
+                    line += f": {c.message}"
+                if was == "passed" and c.status != "passed":
+                    line += "   (passed before the update)"
+                    drift.append(f"{rel}: {c.id}")
+                say(line)
+            if result.problem:
+                say(f"  note: {result.problem}")
+        if drift:
+            say(f"drift: {len(drift)} check(s) that passed before the update do not pass now: " + ", ".join(drift))
+    if args.json:
+        _out(json.dumps({**report.to_json(), "checks": checked, "drift": drift}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_workshop_link(args: argparse.Namespace) -> int:
+    from coursekit.workshop import binder_badge, binder_link, hub_link
+
+    options = {"branch": args.branch, "folder": args.folder}
+    if args.hub:
+        _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
+    if args.repo.startswith("https://github.com/"):
+        _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
+        _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
+    elif not args.hub:
+        raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
     return 0
 
 

@@ -355,6 +355,9 @@ def sandbox_command(run_dir: Path, limits: Limits, results_fd: int | None, argv:
         "--hostname", "grader-sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp",
+        # --dev's own tmpfs is as large as half the RAM and writable: /dev/shm gets a bounded one
+        # (POSIX shared memory, multiprocessing's semaphores) and the rest of /dev is made read-only
+        "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
         "--ro-bind", "/usr", "/usr",
     ]
     for link in ("bin", "lib", "lib64", "sbin"):

@@ -206,8 +206,6 @@ def forge(lines):
     return [f"from IPython.display import display\\ndisplay({{payload!r}}, raw=True)\\n"]
 get_ipython().input_transformers_cleanup.insert(0, forge)
 '''],
-    # sleeps just under the cell timeout (15 s) in every cell: the notebook's total (60 s) holds
-    "sleeps_in_every_cell": ["import time\ntime.sleep(14)"] * 6,
 }
 # Those whose add() is right: anything but 2/2 would be the sandbox breaking an honest answer.
 RIGHT_ANSWER = {"honest", "escapes", "fork_bomb", "probes_and_persists"}
@@ -409,16 +407,28 @@ def test_checks_rewritten_before_they_run_are_flagged_for_review(graded):
     the score cannot be trusted. What the grader does: flag the row for review by hand, naming the
     kernel internals the solution never uses."""
     row = graded["rows"]["transforms_checks"]
+    assert row["passed"] == "2"  # its add() is wrong: the forged score stands (README says so); fixing it updates this line
     assert "review by hand: its code uses get_ipython, input_transformers" in row["problem"], row["problem"]
     assert "a passed check may be forged" in row["problem"]
     assert graded["rows"]["honest"]["problem"] == ""  # the solution's own code raises no flag
 
 
-def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(graded):
-    row = graded["rows"]["sleeps_in_every_cell"]
+def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(graded, tmp_path):
+    """Its own short batch (the shared one's 60 s would cost the suite a minute of waiting). The
+    last cell's timeout is the seconds left, which nbclient once refused as a float (TraitError): the
+    harness crashed and the row said only "without results"."""
+    course = Path(graded["paths"]["course_checks"]).parent.parent
+    write_notebook(tmp_path / "00_mini-sleeper.ipynb",
+                   [("code", SETUP), ("code", ANSWER)] + [("code", "import time\ntime.sleep(3.5)")] * 4 + [("code", CHECKS)])
+    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", str(tmp_path), "--csv", str(tmp_path / "g.csv"),
+                           "--cell-timeout", "4", "--timeout", "8"], cwd=ROOT, env={**os.environ, "COURSE_ROOT": str(course)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    row = next(csv.DictReader(open(tmp_path / "g.csv")))
     # the total ends it: its next cell is not run, or is cut to the seconds left (then interrupted)
     assert "exceeded the time limit" in row["problem"], row["problem"]
-    assert "time limit (60 s) was used up" in row["problem"] or "interrupted" in row["problem"]
+    assert "time limit (8 s) was used up" in row["problem"] or "interrupted" in row["problem"], row["problem"]
+    assert "without results" not in row["problem"]
     assert row["passed"] == "0" and row["test_adds"] == "error"
 
 

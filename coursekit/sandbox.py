@@ -137,15 +137,16 @@ class Prepared:
     notebook: dict
     nonces: dict[int, str]  # check cell index -> nonce
     canaries: dict[int, tuple[str, str]]  # check cell index -> (canary test name, its failure message)
+    ids: dict[int, list[str]]  # check cell index -> the course's check names it defines (what it may report)
 
 
 def prepare(notebook: dict, solution: dict) -> tuple[Prepared, bool]:
     """The submission with the course's check cells, each tagged with a nonce and given a canary."""
     from coursekit.checks import NONCE_OPTION
-    from coursekit.runner import _is_check_cell, _source, with_original_checks
+    from coursekit.runner import _is_check_cell, _source, check_ids, with_original_checks
 
     graded, edited = with_original_checks(notebook, solution)
-    cells, nonces, canaries = [], {}, {}
+    cells, nonces, canaries, ids = [], {}, {}, {}
     for index, cell in enumerate(graded["cells"]):
         if _is_check_cell(cell):
             source = _source(cell).lstrip()
@@ -156,9 +157,9 @@ def prepare(notebook: dict, solution: dict) -> tuple[Prepared, bool]:
             # A check that must fail: a run that reports it passed was tampered with.
             canary = f"\n\n\ndef {name}():\n    assert {secrets.randbelow(10**6) + 1} == 0, {message!r}\n"
             cell = {**cell, "source": f"{first} {NONCE_OPTION}={nonce}\n{body.rstrip()}{canary}", "outputs": []}
-            nonces[index], canaries[index] = nonce, (name, message)
+            nonces[index], canaries[index], ids[index] = nonce, (name, message), check_ids(source)
         cells.append(cell)
-    return Prepared({**graded, "cells": cells}, nonces, canaries), edited
+    return Prepared({**graded, "cells": cells}, nonces, canaries, ids), edited
 
 
 def read_submission(path: Path) -> dict:
@@ -301,9 +302,20 @@ def judge(prepared: Prepared, raw: dict) -> Judged:
             problems.append(f"cell {index + 1}: tampering: the check runner was changed (a check that must fail "
                             "did not); none of its checks counted")
             continue
+        # Only the checks this cell defines count, and a check reported twice (a test of the same name
+        # that the submission added, say in a Test class, passing) counts as its worst result
+        seen: dict[str, int] = {}
         for result in genuine[0]["results"]:
-            if result["id"] != name and result["status"] in STATUSES:
-                checks[result["id"]] = (result["status"], result["message"][:MESSAGE_CHARS])
+            check_id, status = result["id"], result["status"]
+            if check_id not in prepared.ids[index] or status not in STATUSES:
+                continue
+            seen[check_id] = seen.get(check_id, 0) + 1
+            if check_id not in checks or checks[check_id][0] == "passed":
+                checks[check_id] = (status, result["message"][:MESSAGE_CHARS])
+        for check_id, times in seen.items():
+            if times > 1:
+                problems.append(f"cell {index + 1}: {check_id} was reported {times} times (a test of the same name "
+                                "added by the submission?): its worst result counted")
     return Judged(checks, problems)
 
 

@@ -206,6 +206,17 @@ def forge(lines):
     return [f"from IPython.display import display\\ndisplay({{payload!r}}, raw=True)\\n"]
 get_ipython().input_transformers_cleanup.insert(0, forge)
 '''],
+    # a Test class of its own with methods named as the checks, passing, after a placeholder that
+    # keeps the name's place (pytest reports it after the real check); ipytest's clean-up disabled
+    "shadows_checks": ['''
+import ipytest, ipytest._impl
+ipytest.clean = ipytest._impl.clean = lambda *args, **kwargs: None
+def test_adds(): pass
+def test_adds_negatives(): pass
+class TestShadow:
+    def test_adds(self): pass
+    def test_adds_negatives(self): pass
+'''],
 }
 # Those whose add() is right: anything but 2/2 would be the sandbox breaking an honest answer.
 RIGHT_ANSWER = {"honest", "escapes", "fork_bomb", "probes_and_persists"}
@@ -411,6 +422,13 @@ def test_checks_rewritten_before_they_run_are_flagged_for_review(graded):
     assert "review by hand: its code uses get_ipython, input_transformers" in row["problem"], row["problem"]
     assert "a passed check may be forged" in row["problem"]
     assert graded["rows"]["honest"]["problem"] == ""  # the solution's own code raises no flag
+
+
+def test_a_test_of_the_same_name_as_a_check_counts_as_the_worst_of_the_two(graded):
+    """Once the last report of a name won: the submission's passing twin scored 2/2 on a wrong add()."""
+    row = graded["rows"]["shadows_checks"]
+    assert (row["passed"], row["test_adds"], row["test_adds_negatives"]) == ("0", "failed", "failed"), row
+    assert "test_adds was reported 2 times" in row["problem"], row["problem"]
 
 
 def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(graded, tmp_path):

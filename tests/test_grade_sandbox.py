@@ -216,6 +216,7 @@ def test_adds_negatives(): pass
 class TestShadow:
     def test_adds(self): pass
     def test_adds_negatives(self): pass
+    def test_\u0430dds(self): pass  # a lookalike name (Cyrillic a): no check of the course's
 '''],
 }
 # Those whose add() is right: anything but 2/2 would be the sandbox breaking an honest answer.
@@ -429,6 +430,7 @@ def test_a_test_of_the_same_name_as_a_check_counts_as_the_worst_of_the_two(grade
     row = graded["rows"]["shadows_checks"]
     assert (row["passed"], row["test_adds"], row["test_adds_negatives"]) == ("0", "failed", "failed"), row
     assert "test_adds was reported 2 times" in row["problem"], row["problem"]
+    assert not any("dds" in column for column in row if column not in ("test_adds", "test_adds_negatives"))
 
 
 def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(graded, tmp_path):
@@ -468,6 +470,7 @@ def refused(graded, tmp_path_factory):
     (folder / "00_mini-cells.ipynb").write_text(json.dumps({"cells": [{"cell_type": "raw", "source": ""}] * 400_000}))
     (folder / "00_mini-list.ipynb").write_text("[]")  # once aborted the whole batch with a traceback
     (folder / "00_mini-badmeta.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": "01"}}))
+    (folder / "00_mini-dotdot.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": {"lesson": "../../etc"}}}))
     (folder / "00_mini-badcell.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": 7}]}))
     (folder / "00_mini-invalid.ipynb").write_text('{"cells": [')
     other = json.loads(honest.read_text())
@@ -500,9 +503,10 @@ def test_a_hostile_notebook_file_is_refused_in_its_own_row(refused, name, why):
     assert (row["passed"], row["total"]) == ("0", "0")
 
 
-def test_metadata_that_is_no_lesson_falls_back_to_the_name(refused):
-    row = refused["rows"]["badmeta"]
-    assert row["lesson"] == "00"  # the file name's lesson; its odd metadata did not abort the batch
+@pytest.mark.parametrize("name", ["badmeta", "dotdot"])
+def test_metadata_that_is_no_lesson_falls_back_to_the_name(refused, name):
+    # {"course": "01"} once aborted the batch; a path is no lesson id (only the manifest's ids are)
+    assert refused["rows"][name]["lesson"] == "00"
 
 
 def test_file_names_and_messages_cannot_forge_a_row_or_a_formula(refused):

@@ -241,7 +241,9 @@ def review_signs(notebook: dict, solution: dict) -> list[str]:
     return sorted(signs(notebook) - signs(solution))
 
 
-_INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # control, format (bidi overrides, zero-width), line/paragraph separators
+# control, format (bidi overrides, zero-width), line/paragraph separators, and surrogates (a file
+# name's bytes that are not UTF-8: writing them to the CSV raised UnicodeEncodeError, losing the batch)
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
 
 def printable(text: str) -> str:

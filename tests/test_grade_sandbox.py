@@ -478,13 +478,15 @@ def refused(graded, tmp_path_factory):
     (folder / "01_other-easier.ipynb").write_text(json.dumps(other))
     (folder / FORMULA).write_text("[]")
     (folder / f"00_mini-x{FORGED_LINE}\n.ipynb").write_text("[]")
+    (folder / os.fsdecode(b"00_mini-latin1-caf\xe9.ipynb")).write_text("[]")  # not UTF-8: once lost the whole CSV
     env = {**os.environ, "COURSE_ROOT": str(course), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "coursekit", "grade", ".", "--csv", str(folder.parent / "files.csv")],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(open(folder.parent / "files.csv", encoding="utf-8")))
     return {"rows": {r["notebook"].split("-")[-1].removesuffix(".ipynb"): r for r in rows}, "raw": rows,
-            "stdout": done.stdout, "csv_text": (folder.parent / "files.csv").read_text(encoding="utf-8")}
+            "stdout": done.stdout, "csv_text": (folder.parent / "files.csv").read_text(encoding="utf-8"),
+            "files": len(os.listdir(folder))}
 
 
 @pytest.mark.parametrize("name, why", [
@@ -507,6 +509,11 @@ def test_a_hostile_notebook_file_is_refused_in_its_own_row(refused, name, why):
 def test_metadata_that_is_no_lesson_falls_back_to_the_name(refused, name):
     # {"course": "01"} once aborted the batch; a path is no lesson id (only the manifest's ids are)
     assert refused["rows"][name]["lesson"] == "00"
+
+
+def test_a_file_name_that_is_not_utf8_keeps_the_csv(refused):
+    assert refused["rows"]["caf\\udce9"]["problem"].endswith("not a notebook (no list of cells)")
+    assert len(refused["raw"]) == refused["files"] == 13  # every file of the folder has its row
 
 
 def test_file_names_and_messages_cannot_forge_a_row_or_a_formula(refused):

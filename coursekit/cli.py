@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from coursekit.manifest import CourseError, Lesson, course_root, find_lesson, lesson_for_notebook, lessons
+from coursekit.manifest import CourseError, Lesson, course_root, find_lesson, lessons
 
 LABELS = {"passed": "passed", "failed": "FAILED", "not-started": "not started", "error": "ERROR"}
 MARKS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
@@ -198,25 +198,24 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grade_one(path: Path, lesson: Lesson | None, limits, sandboxed: bool) -> dict:
+def _grade_one(path: Path, forced: Lesson | None, limits, sandboxed: bool) -> dict:
     """One CSV row for one submission; nothing a submission does aborts the batch."""
-    from coursekit.sandbox import grade_submission
+    from coursekit.sandbox import grade_submission, printable
 
-    if lesson is None:
-        return {"notebook": str(path), "lesson": "", "passed": 0, "total": 0,
-                "problem": "cannot tell which lesson this is (name it NN_slug..., or pass --lesson NN)"}
     try:
         # The submission's own check cells are not trusted: the course's originals are run.
-        return grade_submission(path, lesson, limits, sandboxed=sandboxed)
+        row = grade_submission(path, forced, limits, sandboxed=sandboxed)
     except Exception as exc:  # a bug of ours on one submission must not lose the others' grades
-        return {"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0,
-                "problem": f"not graded: the grader failed ({type(exc).__name__}: {exc})"}
+        row = {"notebook": str(path), "lesson": forced.id if forced else "", "passed": 0, "total": 0,
+               "problem": f"not graded: the grader failed ({type(exc).__name__}: {exc})"}
+    # its file name and its messages are the submission's text: shown, never interpreted by a terminal
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap, preflight
+    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap, preflight, spreadsheet_safe
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -234,7 +233,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.timeout, memory_mb=args.memory_mb,
                     cpu_seconds=args.cpu_seconds, processes=args.processes, file_mb=args.file_mb, disk_mb=args.disk_mb)
     forced = find_lesson(args.lesson) if args.lesson else None
-    jobs = [(path, forced or lesson_for_notebook(path)) for path in notebooks]
+    jobs = [(path, forced) for path in notebooks]  # each one's lesson: read in _grade_one, bounded
     # Each submission runs in its own sandbox process: threads here only wait for them.
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         rows = list(pool.map(lambda job: _grade_one(*job, limits, sandboxed), jobs))
@@ -249,7 +248,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         with open(args.csv, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
         _out(f"wrote {args.csv}")
     if not sandboxed:
         print(UNSAFE_WARNING, file=sys.stderr, flush=True)  # again, below the rows, where it is read

@@ -4,6 +4,7 @@
   course check NN|PATH [--json]   run one exercise headless and report each check
   course status [--json]          every exercise's progress (re-runs only changed ones)
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
+  course hint NN                  the next hint for the exercise's first check not passed
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
@@ -150,6 +151,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _current_report(lesson: Lesson, args: argparse.Namespace) -> dict:
+    """The exercise's check results: cached by `course check`/`status` if the file is unchanged, else run now."""
+    path = lesson.exercise
+    if not path.is_file():
+        raise CourseError(f"{path.relative_to(lesson.root)} is missing: `course reset {lesson.id}` makes a fresh one")
+    entry = _load_cache().get(str(path.resolve()))
+    if entry and entry["sha256"] == _digest(path):
+        return entry["report"]
+    if (data := _untouched_report(lesson)) is not None:
+        return data
+    from coursekit.runner import check
+
+    _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
+    report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+    _remember(path, report)
+    return report.to_json()
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    from coursekit.hints import Outcome, load_hints, next_hint
+    from coursekit.runner import notebook_check_ids, read_notebook
+
+    lesson = find_lesson(args.lesson)
+    load_hints(lesson)  # no hints file: say so before running any check
+    data = _current_report(lesson, args)
+    outcomes = {c["id"]: Outcome(c["id"], c["status"], c.get("message", "")) for c in data["checks"]}
+    expected = notebook_check_ids(read_notebook(lesson.solution))
+    _out(next_hint(lesson, expected, outcomes, f"`course hint {lesson.id}` again"))
+    if data.get("problem"):
+        _out(f"note: {data['problem']}")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from coursekit.build import build
 
@@ -273,16 +307,19 @@ def parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (("check", cmd_check, "run one exercise and report each check"),
                                  ("status", cmd_status, "progress of every exercise"),
+                                 ("hint", cmd_hint, "the next hint for the exercise's first check not passed"),
                                  ("grade", cmd_grade, "check every notebook in a folder")):
         c = sub.add_parser(name, help=helptext)
         if name == "check":
             c.add_argument("notebook", help="lesson id (01), stem, or a notebook path")
+        if name == "hint":
+            c.add_argument("lesson", help="lesson id (01) or stem")
         if name == "grade":
             c.add_argument("folder")
             c.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
             c.add_argument("--lesson", help="grade every notebook as this lesson (default: from metadata or file name)")
             c.add_argument("--jobs", type=int, default=1, help="notebooks checked at once (default 1; each runs a kernel)")
-        if name != "grade":
+        if name in ("check", "status"):
             c.add_argument("--json", action="store_true", help="machine-readable output")
         c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")
         c.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from coursekit import cli
 from coursekit.build import build
 from coursekit.hints import MAX_HINTS, hints_path, load_hints
 from coursekit.manifest import lessons
-from coursekit.runner import CheckResult, Report, notebook_check_ids, read_notebook
+from coursekit.runner import CheckResult, Report, _source, notebook_check_ids, read_notebook
 from tests.conftest import ROOT, write_notebook
 
 LESSONS = lessons(ROOT)
@@ -36,6 +37,35 @@ def test_every_check_of_every_exercise_has_a_hint(lesson):
     unknown = sorted(set(hints) - set(checks))
     assert not missing, f"{path.relative_to(ROOT)}: checks with no hint: {missing}"
     assert not unknown, f"{path.relative_to(ROOT)}: tables naming no check of {lesson.solution.name}: {unknown}"
+
+
+SECTION_HEADING = re.compile(r"^#{2,4}\s+(\d+(?:\.\d+)*[a-z]?(?:-\d+[a-z]?)?)[.\s]", re.M)
+SECTION_NAMED = re.compile(r"\b[Ll]esson (\d\d)\b[^.;]*?\bsections? (\d+(?:\.\d+)*[a-z]?(?:-\d+[a-z]?)?)")
+
+
+def lesson_sections(lesson) -> set[str]:
+    """The numbers of a lesson's numbered section headings ("2", "4.1", "1b-1e")."""
+    markdown = [_source(cell) for cell in read_notebook(lesson.notebook)["cells"] if cell["cell_type"] == "markdown"]
+    return {match.group(1) for text in markdown for match in SECTION_HEADING.finditer(text)}
+
+
+@pytest.mark.parametrize("lesson", [_param(lesson) for lesson in LESSONS])
+def test_the_last_hint_names_a_lesson_section_that_exists(lesson):
+    """"Lesson NN, section N": the lesson named, and a section number that lesson's headings have."""
+    by_id = {other.id: other for other in LESSONS}
+    sections = {}
+    vague, wrong = [], []
+    for check, hints in load_hints(lesson).items():
+        named = SECTION_NAMED.findall(hints[-1])
+        if not named:
+            vague.append(check)
+        for lesson_id, number in named:
+            if lesson_id not in sections and lesson_id in by_id:
+                sections[lesson_id] = lesson_sections(by_id[lesson_id])
+            if number not in sections.get(lesson_id, ()):
+                wrong.append(f"{check}: lesson {lesson_id} has no section {number}")
+    assert not vague, f"last hints that name no 'Lesson NN, section N': {vague}"
+    assert not wrong, f"sections that do not exist: {wrong}"
 
 
 # --- the commands, on a tiny course ------------------------------------------------------------

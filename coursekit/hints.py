@@ -114,7 +114,7 @@ def next_hint(lesson: Lesson, expected: list[str], outcomes: dict[str, Outcome],
     hints = load_hints(lesson)
     head = f"Exercise {lesson.id}: the first check not passed is {target.id} ({MARKS[target.status]} {LABELS[target.status]})"
     lines = [head]
-    if target.message and target.status != "passed":
+    if target.message and target.status in ("failed", "error"):
         lines.append(_wrapped("  check says: ", target.message))
     texts = hints.get(target.id)
     if not texts:
@@ -124,7 +124,7 @@ def next_hint(lesson: Lesson, expected: list[str], outcomes: dict[str, Outcome],
     shown = state.get(lesson.id, {}).get(target.id, 0)
     shown = shown if isinstance(shown, int) and shown >= 0 else 0
     if shown >= len(texts):
-        lines.append(f"All {len(texts)} hints for this check were shown:")
+        lines.append("Its one hint was shown:" if len(texts) == 1 else f"All {len(texts)} hints for this check were shown:")
         lines += [_wrapped(f"  {n}. ", text) for n, text in enumerate(texts, start=1)]
         lines.append(f"Still stuck? The worked answer is in {solution} (its check cells are the same as yours).")
         return "\n".join(lines)

@@ -182,7 +182,7 @@ def test_course_hint_runs_the_check_when_no_fresh_result_exists(tiny):
     assert "first check not passed is test_doubles (… not started)" in done.stdout
     assert "Hint 1 of 1: the only doubles hint" in done.stdout
     again = course_hint()  # the run's result was kept for `course status`: no second run
-    assert "checking" not in again.stdout and "All 1 hints for this check were shown" in again.stdout
+    assert "checking" not in again.stdout and "Its one hint was shown:\n  1. the only doubles hint" in again.stdout
 
 
 def test_hint_in_the_notebook_uses_the_checks_run_in_its_kernel(tiny):
@@ -192,14 +192,17 @@ def test_hint_in_the_notebook_uses_the_checks_run_in_its_kernel(tiny):
 
     exercise = tiny / "exercises/01_demo.ipynb"
     notebook = nbformat.reads(exercise.read_text().replace(STUB, "return a + b"), as_version=4)
+    # before any check ran, only the notebook's path (its metadata) can say which exercise this is
+    notebook.cells.insert(2, nbformat.v4.new_code_cell("hint()"))
     notebook.cells += [nbformat.v4.new_code_cell("hint()"), nbformat.v4.new_code_cell("hint()")]
     client = NotebookClient(notebook, timeout=60, allow_errors=True, kernel_name="python3",
                             resources={"metadata": {"path": str(exercise.parent)}})
     client.execute(env={**os.environ, "PYTHONPATH": str(ROOT), "JPY_SESSION_NAME": str(exercise)})
-    first, second = ("".join(o.get("text", "") for o in cell.outputs) for cell in notebook.cells[-2:])
+    early, first, second = ("".join(o.get("text", "") for o in cell.outputs) for cell in (notebook.cells[2], *notebook.cells[-2:]))
+    assert early.startswith("Run the check cells of exercise 01 first"), early
     assert "Exercise 01: the first check not passed is test_doubles (… not started)" in first, first
     assert "Hint 1 of 1: the only doubles hint" in first
-    assert "All 1 hints for this check were shown" in second, second
+    assert "Its one hint was shown:\n  1. the only doubles hint" in second, second
     assert json.loads((tiny / ".course/hints.json").read_text()) == {"01": {"test_doubles": 1}}
 
 

@@ -16,18 +16,10 @@ from coursekit.runner import CheckResult, Report, _source, notebook_check_ids, r
 from tests.conftest import ROOT, write_notebook
 
 LESSONS = lessons(ROOT)
-# Exercises 06-12 get their hints on the branch `hints2`, written at the same time as this test.
-# LEAD: remove this set (and the mark below) when merging `hints2`; strict, so a file that arrives
-# complete turns its xfail into a failure that says so.
-HINTS_ON_ANOTHER_BRANCH = {"06", "07", "08", "09", "10", "11", "12"}
+IDS = [lesson.stem for lesson in LESSONS]
 
 
-def _param(lesson):
-    marks = [pytest.mark.xfail(strict=True, reason="hints written on branch hints2")] if lesson.id in HINTS_ON_ANOTHER_BRANCH else []
-    return pytest.param(lesson, id=lesson.stem, marks=marks)
-
-
-@pytest.mark.parametrize("lesson", [_param(lesson) for lesson in LESSONS])
+@pytest.mark.parametrize("lesson", LESSONS, ids=IDS)
 def test_every_check_of_every_exercise_has_a_hint(lesson):
     path = hints_path(lesson)
     assert path.is_file(), f"exercise {lesson.id} has no hints file: add {path.relative_to(ROOT)}"
@@ -49,7 +41,7 @@ def lesson_sections(lesson) -> set[str]:
     return {match.group(1) for text in markdown for match in SECTION_HEADING.finditer(text)}
 
 
-@pytest.mark.parametrize("lesson", [_param(lesson) for lesson in LESSONS])
+@pytest.mark.parametrize("lesson", LESSONS, ids=IDS)
 def test_the_last_hint_names_a_lesson_section_that_exists(lesson):
     """"Lesson NN, section N": the lesson named, and a section number that lesson's headings have."""
     by_id = {other.id: other for other in LESSONS}

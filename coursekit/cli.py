@@ -113,26 +113,32 @@ def _untouched_report(lesson: Lesson) -> dict | None:
     }
 
 
+def _current_report(lesson: Lesson, args: argparse.Namespace, *, quiet: bool = False) -> dict:
+    """The exercise's check results: cached by `course check`/`status` while the file is unchanged, else run now."""
+    path = lesson.exercise
+    if not path.is_file():
+        raise CourseError(f"{path.relative_to(lesson.root)} is missing: `course reset {lesson.id}` makes a fresh one")
+    entry = _load_cache().get(str(path.resolve()))
+    if entry and entry["sha256"] == _digest(path):
+        return entry["report"]
+    if (data := _untouched_report(lesson)) is not None:
+        return data
+    from coursekit.runner import check
+
+    if not quiet:
+        _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
+    report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+    _remember(path, report)
+    return report.to_json()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    cache = _load_cache()
     rows = []
     for lesson in lessons():
-        path = lesson.exercise
-        if not path.is_file():
+        if not lesson.exercise.is_file():
             rows.append((lesson, None, "missing: run `course reset " + lesson.id + "`"))
             continue
-        entry = cache.get(str(path.resolve()))
-        if entry and entry["sha256"] == _digest(path):
-            data = entry["report"]
-        elif (data := _untouched_report(lesson)) is None:
-            from coursekit.runner import check
-
-            if not args.json:
-                _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
-            report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
-            _remember(path, report)
-            data = report.to_json()
-        rows.append((lesson, data, ""))
+        rows.append((lesson, _current_report(lesson, args, quiet=args.json), ""))
     if args.json:
         _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note})} for lesson, data, note in rows], indent=2))
         return 0
@@ -149,24 +155,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     _out(f"\n{MARKS['passed']} passed  {MARKS['failed']} failed  {MARKS['not-started']} not started  {MARKS['error']} error"
          "   details: course check NN")
     return 0
-
-
-def _current_report(lesson: Lesson, args: argparse.Namespace) -> dict:
-    """The exercise's check results: cached by `course check`/`status` if the file is unchanged, else run now."""
-    path = lesson.exercise
-    if not path.is_file():
-        raise CourseError(f"{path.relative_to(lesson.root)} is missing: `course reset {lesson.id}` makes a fresh one")
-    entry = _load_cache().get(str(path.resolve()))
-    if entry and entry["sha256"] == _digest(path):
-        return entry["report"]
-    if (data := _untouched_report(lesson)) is not None:
-        return data
-    from coursekit.runner import check
-
-    _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
-    report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
-    _remember(path, report)
-    return report.to_json()
 
 
 def cmd_hint(args: argparse.Namespace) -> int:

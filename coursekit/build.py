@@ -45,7 +45,7 @@ def exercise_note(lesson_id: str) -> str:
     """What the build adds to an exercise's first markdown cell."""
     return (
         "\n\n**How this notebook works.** The check cells are collapsed: you see their ✔/✘ lines, not "
-        "their code. To read a check, click the `⋯` of the collapsed cell or the blue bar at its left "
+        "their code. To read a check, click its collapsed line (`%%ipytest ⋯`) or the bar at its left "
         "(*View → Expand All Code* opens them all). Stuck on a check? Run `hint()` in a cell (or "
         f"`course hint {lesson_id}` in a terminal): each call shows the next hint for your first check "
         "not passed, the last one names the lesson section to reread."

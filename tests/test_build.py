@@ -197,9 +197,18 @@ def test_every_committed_exercise_opens_its_checks_collapsed_and_offers_hint(les
 
     cells = json.loads(lesson.exercise.read_text())["cells"]
     checks = [cell for cell in cells if _is_check_cell(cell)]
-    assert checks and all(cell["metadata"].get("jupyter") == COLLAPSED_INPUT["jupyter"] for cell in checks)
-    assert not [cell for cell in cells if "jupyter" in cell["metadata"] and not _is_check_cell(cell)]
+    name = lesson.exercise.name
+    assert checks and all(cell["metadata"].get("jupyter") == COLLAPSED_INPUT["jupyter"] for cell in checks), (
+        f"{name}: every check cell must open collapsed: run `course build`"
+    )
+    assert not [cell for cell in cells if "jupyter" in cell["metadata"] and not _is_check_cell(cell)], (
+        f"{name}: only check cells are collapsed"
+    )
     first_markdown = next(cell for cell in cells if cell["cell_type"] == "markdown")
-    assert "".join(first_markdown["source"]).endswith(exercise_note(lesson.id))
+    assert "".join(first_markdown["source"]).endswith(exercise_note(lesson.id)), (
+        f"{name}: the first markdown cell must end with the note on expanding checks and hints: run `course build`"
+    )
     setup = [cell for cell in cells if "".join(cell["source"]).count(HINT_IMPORT) == 1]
-    assert len(setup) == 1 and "setup_checks()" in "".join(setup[0]["source"])
+    assert len(setup) == 1 and "setup_checks()" in "".join(setup[0]["source"]), (
+        f"{name}: `hint` is imported after `setup_checks()` when the solution calls it on a line of its own"
+    )

@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from coursekit.manifest import CourseError, Lesson, lesson_for_notebook, lessons
+from coursekit.manifest import CourseError, Lesson, course_root, lesson_for_notebook, lessons
 
 HINTS_FOLDER = Path("solutions") / "hints"
 STATE_FILE = Path(".course") / "hints.json"
@@ -156,7 +156,14 @@ def _notebook_path() -> Path | None:
         pass
     for value in (namespace.get("__session__"), namespace.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME")):
         if isinstance(value, str) and value.endswith(".ipynb"):
-            return Path(value)
+            path = Path(value)
+            if not path.is_absolute() and not path.is_file():
+                # a server path (relative to where JupyterLab was started, the course folder)
+                try:
+                    path = course_root() / path
+                except CourseError:
+                    pass
+            return path
     return None
 
 

@@ -210,3 +210,16 @@ def test_hint_without_a_checks_run_asks_for_one_and_names_an_unknown_notebook(tm
     first_check = notebook_check_ids(read_notebook(LESSONS[1].solution))[0]
     monkeypatch.setattr(checks, "KERNEL_RESULTS", {first_check: {"status": "passed", "message": ""}})
     assert hints._lesson_from_checks({first_check}, ROOT) == LESSONS[1]
+
+
+def test_the_notebook_path_may_be_the_servers_relative_one(tiny, monkeypatch):
+    """JupyterLab names the notebook by its absolute path; a path relative to the server's folder works too."""
+    from coursekit.hints import _notebook_path
+
+    monkeypatch.chdir(tiny / "exercises")  # where a kernel runs
+    monkeypatch.setenv("JPY_SESSION_NAME", "exercises/01_demo.ipynb")
+    assert _notebook_path() == tiny / "exercises/01_demo.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tiny / "exercises/01_demo.ipynb"))
+    assert _notebook_path() == tiny / "exercises/01_demo.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", "untitled.txt")
+    assert _notebook_path() is None

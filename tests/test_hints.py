@@ -202,6 +202,7 @@ def test_hint_without_a_checks_run_asks_for_one_and_names_an_unknown_notebook(tm
     from coursekit import checks, hints
 
     monkeypatch.setattr(checks, "KERNEL_RESULTS", {})
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)  # pytest run from a notebook kernel has it
     monkeypatch.chdir(ROOT)
     hints.hint("01")
     assert "Run the check cells of exercise 01 first" in capsys.readouterr().out

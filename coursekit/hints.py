@@ -180,7 +180,7 @@ def _lesson_from_checks(ran: set[str], root: Path | None) -> Lesson | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def hint(lesson: str | None = None) -> None:
+def hint(lesson: str | int | None = None) -> None:
     """Print the next hint for the first check of this exercise that is not passed.
 
     Uses the results of the check cells run in this kernel (run them first); `lesson` ("03")
@@ -194,7 +194,7 @@ def hint(lesson: str | None = None) -> None:
         path = _notebook_path()
         found = None
         if lesson is not None:
-            found = find_lesson(lesson)
+            found = find_lesson(str(lesson))  # hint(3) as well as hint("03")
         elif path is not None and path.is_file():
             found = lesson_for_notebook(path)
         found = found or _lesson_from_checks(set(KERNEL_RESULTS), None)

@@ -204,7 +204,7 @@ def test_hint_without_a_checks_run_asks_for_one_and_names_an_unknown_notebook(tm
     monkeypatch.setattr(checks, "KERNEL_RESULTS", {})
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)  # pytest run from a notebook kernel has it
     monkeypatch.chdir(ROOT)
-    hints.hint("01")
+    hints.hint(1)  # an int names the lesson too
     assert "Run the check cells of exercise 01 first" in capsys.readouterr().out
     hints.hint()  # no notebook path, no checks run: cannot tell
     assert "cannot tell which exercise this notebook is" in capsys.readouterr().out

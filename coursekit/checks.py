@@ -30,6 +30,8 @@ DEFAULT_DEADLINE_S = 60.0  # far above any honest check (they take well under 10
 NOT_DONE_MARK = "not done yet"
 SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
 LABELS = {"passed": "passed", "failed": "failed", "not-started": "not started", "error": "error"}
+# The latest result of each check run in this process (a notebook's kernel): what `hint()` reads.
+KERNEL_RESULTS: dict[str, dict[str, str]] = {}
 
 INNER_PYTEST_ARGS = [
     "-q",
@@ -169,6 +171,7 @@ class _Recorder:
             status, message = classify(call.excinfo, new_app_errors)
             name = getattr(item, "originalname", None) or item.name
             self.results.append({"id": name, "status": status, "message": message})
+            KERNEL_RESULTS[name] = {"status": status, "message": message}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:

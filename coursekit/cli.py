@@ -6,6 +6,7 @@
   course update [--no-check]      the course's latest version; your work is kept (and checked)
   course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
+  course hint NN                  the next hint for the exercise's first check not passed
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions, each in a sandbox
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
@@ -115,26 +116,32 @@ def _untouched_report(lesson: Lesson) -> dict | None:
     }
 
 
+def _current_report(lesson: Lesson, args: argparse.Namespace, *, quiet: bool = False) -> dict:
+    """The exercise's check results: cached by `course check`/`status` while the file is unchanged, else run now."""
+    path = lesson.exercise
+    if not path.is_file():
+        raise CourseError(f"{path.relative_to(lesson.root)} is missing: `course reset {lesson.id}` makes a fresh one")
+    entry = _load_cache().get(str(path.resolve()))
+    if entry and entry["sha256"] == _digest(path):
+        return entry["report"]
+    if (data := _untouched_report(lesson)) is not None:
+        return data
+    from coursekit.runner import check
+
+    if not quiet:
+        _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
+    report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+    _remember(path, report)
+    return report.to_json()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    cache = _load_cache()
     rows = []
     for lesson in lessons():
-        path = lesson.exercise
-        if not path.is_file():
+        if not lesson.exercise.is_file():
             rows.append((lesson, None, "missing: run `course reset " + lesson.id + "`"))
             continue
-        entry = cache.get(str(path.resolve()))
-        if entry and entry["sha256"] == _digest(path):
-            data = entry["report"]
-        elif (data := _untouched_report(lesson)) is None:
-            from coursekit.runner import check
-
-            if not args.json:
-                _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
-            report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
-            _remember(path, report)
-            data = report.to_json()
-        rows.append((lesson, data, ""))
+        rows.append((lesson, _current_report(lesson, args, quiet=args.json), ""))
     if args.json:
         _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note}), **_exercise_news(lesson, data)}
                          for lesson, data, note in rows], indent=2))
@@ -163,6 +170,21 @@ def cmd_status(args: argparse.Namespace) -> int:
                 _out(f"  {line}")
     _out(f"\n{MARKS['passed']} passed  {MARKS['failed']} failed  {MARKS['not-started']} not started  {MARKS['error']} error"
          "   details: course check NN")
+    return 0
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    from coursekit.hints import Outcome, load_hints, next_hint
+    from coursekit.runner import notebook_check_ids, read_notebook
+
+    lesson = find_lesson(args.lesson)
+    load_hints(lesson)  # no hints file: say so before running any check
+    data = _current_report(lesson, args)
+    outcomes = {c["id"]: Outcome(c["id"], c["status"], c.get("message", "")) for c in data["checks"]}
+    expected = notebook_check_ids(read_notebook(lesson.solution))
+    _out(next_hint(lesson, expected, outcomes, f"`course hint {lesson.id}` again"))
+    if data.get("problem"):
+        _out(f"note: {data['problem']}")
     return 0
 
 
@@ -386,10 +408,13 @@ def parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (("check", cmd_check, "run one exercise and report each check"),
                                  ("status", cmd_status, "progress of every exercise"),
+                                 ("hint", cmd_hint, "the next hint for the exercise's first check not passed"),
                                  ("grade", cmd_grade, "check every notebook in a folder")):
         c = sub.add_parser(name, help=helptext)
         if name == "check":
             c.add_argument("notebook", help="lesson id (01), stem, or a notebook path")
+        if name == "hint":
+            c.add_argument("lesson", help="lesson id (01) or stem")
         if name == "grade":
             c.add_argument("folder")
             c.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
@@ -403,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--disk-mb", type=int, default=limits.disk_mb, help=f"writable space per submission ({limits.disk_mb})")
             c.add_argument("--unsafe-no-sandbox", action="store_true",
                            help="run submissions WITHOUT the bubblewrap sandbox, as yourself (only for code you trust)")
-        if name != "grade":
+        if name in ("check", "status"):
             c.add_argument("--json", action="store_true", help="machine-readable output")
         c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")
         c.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")

@@ -40,6 +40,10 @@ INNER_PYTEST_ARGS = [
     # Plugins a check never needs; loading them costs about 2.5 s per check cell.
     "-p", "no:nbval",
     "-p", "no:xdist",
+    # schemathesis and hypothesis (pinned for tests/test_openapi_contracts.py) register pytest
+    # plugins that cost about 2.3 s of CPU per pytest session; no check uses them.
+    "-p", "no:schemathesis",
+    "-p", "no:hypothesispytest",
     # These two run gc.collect() twice per pytest session, to surface exceptions raised in __del__
     # and in threads as warnings, which are off here (no:warnings). In a kernel that has imported
     # FastAPI, SQLAlchemy and matplotlib, that is about 0.2 s per check cell: most of its overhead.

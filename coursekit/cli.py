@@ -7,6 +7,7 @@
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
+  course site [--output DIR]      the course as a static website in build/site/ (offline)
 """
 
 from __future__ import annotations
@@ -263,6 +264,12 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     return 0 if held == len(results) else 1
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from coursekit.site import main as site_main
+
+    return site_main(args.output)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="course", description="FastAPI Advanced Patterns: course tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -301,6 +308,10 @@ def parser() -> argparse.ArgumentParser:
     cor.add_argument("--only", nargs="+", metavar="ID", help="only these entries")
     cor.add_argument("--json", action="store_true", help="machine-readable output")
     cor.set_defaults(func=cmd_corpus)
+
+    site = sub.add_parser("site", help="the course as a static website (build/site/), from the stored outputs")
+    site.add_argument("--output", metavar="DIR", help="write here instead of build/site/")
+    site.set_defaults(func=cmd_site)
     return p
 
 

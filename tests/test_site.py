@@ -1,0 +1,185 @@
+"""`course site`: the course as a static website, built offline, read in a real browser.
+
+The site is built once for this file, by `course site --output <a temporary folder>`, from the
+committed notebooks.
+The browser part serves it on 127.0.0.1 and opens the home page and every lesson page in headless
+Chromium: no console error, no failed or outside request, every mermaid block drawn as an SVG
+diagram, every stored plot an image that loaded. Screenshots go to build/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import threading
+from contextlib import redirect_stdout
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from coursekit.cli import main
+from coursekit.manifest import CourseError, lessons
+from coursekit.site import MARKER, MERMAID_JS, build_site, html_links, plan
+from tests.browser import chromium_page, screenshot, skip_or_fail
+from tests.conftest import ROOT
+
+LESSONS = lessons(ROOT)
+CDN_HOSTS = ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com", "fonts.googleapis.com", "mathjax")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    if not (ROOT / "site" / MERMAID_JS).is_file() and shutil.which("npm") is None:
+        skip_or_fail("no npm to install the site's pinned mermaid (site/package-lock.json): install Node.js")
+    folder = tmp_path_factory.mktemp("site") / "site"
+    output = io.StringIO()
+    with mock.patch.dict(os.environ, {"COURSE_ROOT": str(ROOT)}), redirect_stdout(output):
+        assert main(["site", "--output", str(folder)]) == 0  # as `course site --output DIR`
+    assert f"wrote {1 + 3 * len(LESSONS)} pages to {folder}" in output.getvalue()
+    assert f"python3 -m http.server --directory {folder}" in output.getvalue()
+    return folder
+
+
+def stored(notebook: Path) -> tuple[int, int]:
+    """(mermaid blocks in markdown cells, stored PNG plots) of a committed notebook."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    mermaid = sum("".join(c["source"]).count("```mermaid") for c in cells if c["cell_type"] == "markdown")
+    plots = sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+    return mermaid, plots
+
+
+def test_every_lesson_exercise_and_solution_has_a_page_with_navigation_and_a_run_command(site):
+    assert (site / MARKER).is_file() and (site / "_static" / "mermaid.min.js").stat().st_size > 1_000_000
+    home = (site / "index.html").read_text(encoding="utf-8")
+    for lesson in LESSONS:
+        assert f'href="notebooks/{lesson.stem}.html"' in home and lesson.title in home
+        for folder in ("notebooks", "exercises", "solutions"):
+            page = (site / folder / f"{lesson.stem}.html").read_text(encoding="utf-8")
+            assert f"<title>{lesson.id} · " in page, "the browser tab names the lesson"
+            assert 'href="../_static/index.css"' in page and len(page) < 1_000_000  # JupyterLab's CSS shared, not inlined
+            assert "python3 start.py" in page and f"open <code>{folder}/{lesson.stem}.ipynb</code>" in page
+            assert 'rel="prev"' in page and 'href="../index.html"' in page
+            assert "mybinder.org" not in page, "no repository is configured in course.toml, so no Binder link"
+        exercise = (site / "exercises" / f"{lesson.stem}.html").read_text(encoding="utf-8")
+        assert f"course check {lesson.id}" in exercise and "NotImplementedError" in exercise  # the stubs are shown
+    last = (site / "solutions" / f"{LESSONS[-1].stem}.html").read_text(encoding="utf-8")
+    assert 'rel="next"' not in last
+
+
+def test_every_local_link_and_asset_resolves_and_nothing_comes_from_a_cdn(site):
+    broken, outside = [], []
+    pages = sorted(site.rglob("*.html"))
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        outside += [f"{page.name}: {host}" for host in CDN_HOSTS if host in text]
+        outside += [f"{page.name}: {url}" for url in re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', text)]
+        for target in re.findall(r'(?:src|href)="([^"#:]+)(?:#[^"]*)?"', text):
+            if not (page.parent / target).resolve().is_file():
+                broken.append(f"{page.relative_to(site)} -> {target}")
+    assert len(pages) == 1 + 3 * len(LESSONS)
+    assert not outside, f"assets from outside the site: {outside[:5]}"
+    assert not broken, f"links to nothing: {broken[:10]}"
+
+
+def test_notebook_links_point_at_pages_and_web_links_stay():
+    text = "[ex](../exercises/01_x.ipynb) [lesson](03_y.ipynb#part-2) [docs](https://example.org/a.ipynb)"
+    assert html_links(text) == "[ex](../exercises/01_x.html) [lesson](03_y.html#part-2) [docs](https://example.org/a.ipynb)"
+
+
+def test_a_configured_repository_adds_binder_links_and_a_wrong_one_is_a_clear_error(tmp_path):
+    lesson = '[[lesson]]\nid = "00"\nslug = "start_here"\ntitle = "Start"\nsummary = "s"\n'
+    (tmp_path / "course.toml").write_text(lesson + '[site]\nrepository = "https://github.com/acme/course"\n')
+    pages = plan(tmp_path)
+    assert [p.output for p in pages] == ["index.html", "notebooks/00_start_here.html",
+                                         "exercises/00_start_here.html", "solutions/00_start_here.html"]
+    assert pages[2].run["binder"] == "https://mybinder.org/v2/gh/acme/course/HEAD?labpath=exercises/00_start_here.ipynb"
+    assert pages[1].next.href == "../exercises/00_start_here.html" and pages[1].previous.href == "../index.html"
+    (tmp_path / "course.toml").write_text(lesson + '[site]\nrepository = "git@github.com:acme/course"\n')
+    with pytest.raises(CourseError, match=r"must be https://github.com/OWNER/REPO"):
+        plan(tmp_path)
+
+
+def test_a_folder_not_written_by_course_site_is_never_replaced(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CourseError, match="was not written by `course site`"):
+        build_site(ROOT, tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def served(site):
+    """The built site over HTTP on 127.0.0.1 (as `python -m http.server` serves it)."""
+    handler = partial(_QuietHandler, directory=str(site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+
+RENDERED_MERMAID = """() => [...document.querySelectorAll('.jp-Mermaid')].map(block => {
+  const img = block.querySelector('figure img');
+  const svg = img ? decodeURIComponent(img.src.replace('data:image/svg+xml,', '')) : '';
+  return {warning: block.classList.contains('jp-mod-warning'), width: img ? img.naturalWidth : 0,
+          svg: img !== null && img.src.startsWith('data:image/svg+xml,') && svg.includes('<svg') && svg.includes('<g')};
+})"""
+PLOTS = """() => [...document.querySelectorAll('.jp-OutputArea-output img')]
+  .filter(img => img.src.startsWith('data:image/png'))
+  .map(img => ({complete: img.complete, width: img.naturalWidth}))"""
+
+
+def test_home_and_every_lesson_page_render_in_chromium_with_diagrams_plots_and_no_errors(served):
+    problems, diagrams_seen, plots_seen = [], 0, 0
+    with chromium_page() as page:
+        page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+        page.on("response", lambda response: response.status >= 400 and problems.append(f"{response.status}: {response.url}"))
+
+        def only_local(route):
+            if route.request.url.startswith(served):
+                route.continue_()
+            else:
+                problems.append(f"outside request: {route.request.url}")
+                route.abort()
+
+        page.route("**/*", only_local)
+        targets = [("index.html", None)] + [(f"notebooks/{lesson.stem}.html", lesson.notebook) for lesson in LESSONS]
+        for path, notebook in targets:
+            page.goto(f"{served}/{path}", wait_until="load")
+            assert page.locator("nav.course-nav a.course-home").count() == 2, path
+            if notebook is None:
+                assert page.locator("table a").count() == 3 * len(LESSONS)
+                screenshot(page, "site_home.png")
+                continue
+            mermaid, plots = stored(notebook)
+            page.wait_for_function("document.querySelectorAll('.jp-Mermaid:not(.jp-RenderedMermaid)').length === 0",
+                                   timeout=30_000)
+            drawn = page.evaluate(RENDERED_MERMAID)
+            assert len(drawn) == mermaid, f"{path}: {len(drawn)} mermaid blocks on the page, {mermaid} in the notebook"
+            assert all(d["svg"] and d["width"] > 0 and not d["warning"] for d in drawn), f"{path}: {drawn}"
+            images = page.evaluate(PLOTS)
+            assert len(images) == plots and all(i["complete"] and i["width"] > 0 for i in images), f"{path}: {images}"
+            diagrams_seen += len(drawn)
+            plots_seen += len(images)
+            if notebook.stem.startswith("12_"):  # diagrams and plots: the richest page
+                screenshot(page, "site_lesson_12_top.png")  # navigation and the run-it box
+                page.locator(".jp-RenderedMermaid").first.scroll_into_view_if_needed()
+                screenshot(page, "site_lesson_12_diagram.png")
+    assert not problems, "\n".join(problems[:20])
+    assert diagrams_seen >= len(LESSONS) and plots_seen >= 1, (diagrams_seen, plots_seen)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, field_validator
 
 from coursekit import run_server
 from tests.conftest import solution_namespace, start_embedded_postgres
@@ -80,6 +82,7 @@ class Outcome:
     cases_by_operation: Counter
     failures: list[str]
     accepted: Counter  # ACCEPTED keys seen, with how often
+    broken: set[tuple[str, str]]  # (check, operation) of every failure
 
 
 def run_schemathesis(lesson: str, target: Target) -> Outcome:
@@ -105,6 +108,7 @@ def run_schemathesis(lesson: str, target: Target) -> Outcome:
         cases: Counter = Counter()
         accepted: Counter = Counter()
         failures: list[str] = []
+        broken: set[tuple[str, str]] = set()
         for event in from_schema(schema).execute():
             if isinstance(event, events.ScenarioFinished):
                 recorder = event.recorder
@@ -123,12 +127,13 @@ def run_schemathesis(lesson: str, target: Target) -> Outcome:
                         title = str(check.failure_info.failure).splitlines()[0] if check.failure_info else ""
                         if sent and sent.request.body and check.name.endswith(("data_rejection", "data_acceptance")):
                             title += f" body {sent.request.body[:120]!r}"
+                        broken.add((check.name, operation))
                         failures.append(f"[{event.phase}] {operation}: {check.name}: {title} ({request} -> {status})")
             elif isinstance(event, (events.NonFatalError, events.FatalError)):
                 failures.append(f"schemathesis error: {getattr(event, 'label', '')}: {getattr(event, 'info', event)}")
         if server.errors:
             failures.extend(f"the app raised {type(exc).__name__}: {exc}" for exc in server.errors[:5])
-    return Outcome(operations, sum(cases.values()), cases, failures, accepted)
+    return Outcome(operations, sum(cases.values()), cases, failures, accepted, broken)
 
 
 # ---- the apps: each built from its solution's own definitions; `stack` stops what it started ----
@@ -314,6 +319,47 @@ def test_solution_app_keeps_its_openapi_promise(lesson, capsys):
                       f" {outcome.cases} generated cases, {time.process_time() - cpu_before:.1f} s CPU"
                       + "".join(f"\n  accepted x{n}: {op} {check} ({ACCEPTED[(lesson, op, check)]})"
                                 for (_, op, check), n in sorted(outcome.accepted.items())))
-            assert outcome.operations > 0
+            assert outcome.operations > 0 and outcome.cases >= outcome.operations
             failures += outcome.failures
     assert not failures, f"lesson {lesson}'s app breaks its OpenAPI contract:\n" + "\n".join(sorted(set(failures))[:60])
+
+
+class NullRefusingChanges(BaseModel):
+    title: str | None = None  # documents null...
+
+    @field_validator("title")
+    @classmethod
+    def not_null(cls, value):  # ...and refuses it
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+def broken_app() -> FastAPI:
+    """An app that breaks three promises once each."""
+    app = FastAPI()
+    titles = {1: "one"}
+
+    @app.get("/items/{item_id}")
+    def read(item_id: int) -> dict[str, str]:
+        if item_id not in titles:
+            raise HTTPException(404, "no such item")  # undocumented
+        return {"title": titles[item_id]}
+
+    @app.get("/count")
+    def count() -> int:
+        return "three"  # a 500: the return annotation refuses it
+
+    @app.patch("/items/{item_id}")
+    def change(item_id: int, changes: NullRefusingChanges) -> dict[str, str]:
+        return {"title": changes.title or titles.get(item_id, "")}
+
+    return app
+
+
+def test_the_run_reports_each_kind_of_broken_promise():
+    """The harness itself: each broken promise of `broken_app` must be reported."""
+    outcome = run_schemathesis("harness", Target(broken_app(), max_examples=5))
+    assert {("status_code_conformance", "GET /items/{item_id}"), ("not_a_server_error", "GET /count"),
+            ("positive_data_acceptance", "PATCH /items/{item_id}")} <= outcome.broken, outcome.failures
+    assert any("ResponseValidationError" in failure for failure in outcome.failures)  # the app's exception, named

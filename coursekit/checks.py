@@ -21,6 +21,10 @@ from typing import Any
 import pytest
 
 REPORT_ENV = "COURSE_CHECK_REPORT"
+NONCE_OPTION = "--course-nonce"
+# `course grade` reads each check cell's results from one display message of this type that
+# carries the nonce it put on the cell's `%%ipytest` line (see coursekit/sandbox.py)
+RESULTS_MIMETYPE = "application/vnd.course.check-results+json"
 DEADLINE_ENV = "COURSE_CHECK_DEADLINE_S"
 DEFAULT_DEADLINE_S = 60.0  # far above any honest check (they take well under 10 s), far below "forever"
 NOT_DONE_MARK = "not done yet"
@@ -139,7 +143,8 @@ def _where_in_notebook(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 class _Recorder:
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config | None = None) -> None:
+        self.config = config
         self.results: list[dict[str, str]] = []
         self._app_errors_before = 0
 
@@ -178,6 +183,11 @@ class _Recorder:
             if result["message"]:
                 line += f": {result['message']}"
             terminalreporter.write_line(line)
+        nonce = self.config.getoption("course_nonce", None) if self.config else None
+        if nonce:
+            from IPython.display import display
+
+            display({RESULTS_MIMETYPE: {"nonce": nonce, "results": self.results}}, raw=True)
         path = os.environ.get(REPORT_ENV)
         if path:
             with open(path, "a", encoding="utf-8") as report:
@@ -217,5 +227,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.obj = with_deadline(test, seconds)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(NONCE_OPTION, dest="course_nonce", default=None, help="(course grade) tag this run's results")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_Recorder(), "coursekit-check-recorder")
+    config.pluginmanager.register(_Recorder(config), "coursekit-check-recorder")

@@ -4,7 +4,7 @@
   course check NN|PATH [--json]   run one exercise headless and report each check
   course status [--json]          every exercise's progress (re-runs only changed ones)
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
-  course grade DIR [--csv FILE]   check every notebook in a folder of submissions
+  course grade DIR [--csv FILE]   check every notebook in a folder of submissions, each in a sandbox
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
   course site [--output DIR]      the course as a static website in build/site/ (offline)
@@ -183,26 +183,25 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grade_one(path: Path, lesson: Lesson | None, cell_timeout: float, timeout: float) -> dict:
-    """One CSV row for one submission (runs in a worker process with --jobs)."""
-    from coursekit.runner import check
+def _grade_one(path: Path, lesson: Lesson | None, limits, sandboxed: bool) -> dict:
+    """One CSV row for one submission; nothing a submission does aborts the batch."""
+    from coursekit.sandbox import grade_submission
 
-    sys.modules.setdefault("rfc3987_syntax", None)  # see main()
     if lesson is None:
         return {"notebook": str(path), "lesson": "", "passed": 0, "total": 0,
                 "problem": "cannot tell which lesson this is (name it NN_slug..., or pass --lesson NN)"}
     try:
         # The submission's own check cells are not trusted: the course's originals are run.
-        report = check(path, cell_timeout=cell_timeout, total_timeout=timeout, original_checks=True, lesson=lesson)
-    except CourseError as exc:
-        return {"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0, "problem": str(exc)}
-    passed = sum(c.status == "passed" for c in report.checks)
-    return {"notebook": str(path), "lesson": lesson.id, "passed": passed, "total": len(report.checks),
-            "problem": report.problem, **{c.id: c.status for c in report.checks}}
+        return grade_submission(path, lesson, limits, sandboxed=sandboxed)
+    except Exception as exc:  # a bug of ours on one submission must not lose the others' grades
+        return {"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0,
+                "problem": f"not graded: the grader failed ({type(exc).__name__}: {exc})"}
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap, preflight
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -210,10 +209,20 @@ def cmd_grade(args: argparse.Namespace) -> int:
     notebooks = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if not notebooks:
         raise CourseError(f"{folder}: no .ipynb files in it")
+    sandboxed = not args.unsafe_no_sandbox
+    if sandboxed and bwrap() is None:
+        raise CourseError(INSTALL_HINT)
+    if sandboxed and (why := preflight()):
+        raise CourseError(why)
+    if not sandboxed:
+        print(UNSAFE_WARNING, file=sys.stderr, flush=True)
+    limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.timeout, memory_mb=args.memory_mb,
+                    cpu_seconds=args.cpu_seconds, processes=args.processes, file_mb=args.file_mb, disk_mb=args.disk_mb)
     forced = find_lesson(args.lesson) if args.lesson else None
-    jobs = [(path, forced or lesson_for_notebook(path), args.cell_timeout, args.timeout) for path in notebooks]
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each check runs its own kernel
-        rows = list(pool.map(_grade_one, *zip(*jobs)))
+    jobs = [(path, forced or lesson_for_notebook(path)) for path in notebooks]
+    # Each submission runs in its own sandbox process: threads here only wait for them.
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(lambda job: _grade_one(*job, limits, sandboxed), jobs))
     for row in rows:
         if row["total"]:
             _out(f"{row['notebook']}: {row['passed']}/{row['total']} checks passed" + (f" ({row['problem']})" if row["problem"] else ""))
@@ -227,6 +236,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
         _out(f"wrote {args.csv}")
+    if not sandboxed:
+        print(UNSAFE_WARNING, file=sys.stderr, flush=True)  # again, below the rows, where it is read
     return 0
 
 
@@ -271,6 +282,8 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from coursekit.sandbox import Limits
+
     p = argparse.ArgumentParser(prog="course", description="FastAPI Advanced Patterns: course tools")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -289,6 +302,14 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
             c.add_argument("--lesson", help="grade every notebook as this lesson (default: from metadata or file name)")
             c.add_argument("--jobs", type=int, default=1, help="notebooks checked at once (default 1; each runs a kernel)")
+            limits = Limits()
+            c.add_argument("--memory-mb", type=int, default=limits.memory_mb, help=f"address space per process ({limits.memory_mb})")
+            c.add_argument("--cpu-seconds", type=int, default=limits.cpu_seconds, help=f"CPU seconds per process ({limits.cpu_seconds})")
+            c.add_argument("--processes", type=int, default=limits.processes, help=f"processes and threads per submission ({limits.processes})")
+            c.add_argument("--file-mb", type=int, default=limits.file_mb, help=f"largest file a submission writes ({limits.file_mb})")
+            c.add_argument("--disk-mb", type=int, default=limits.disk_mb, help=f"writable space per submission ({limits.disk_mb})")
+            c.add_argument("--unsafe-no-sandbox", action="store_true",
+                           help="run submissions WITHOUT the bubblewrap sandbox, as yourself (only for code you trust)")
         if name != "grade":
             c.add_argument("--json", action="store_true", help="machine-readable output")
         c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")

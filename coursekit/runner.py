@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from coursekit.checks import REPORT_ENV
+from coursekit.checks import REPORT_ENV, RESULTS_MIMETYPE
 from coursekit.manifest import CourseError, Lesson, lesson_for_notebook
 
 STATUSES = ("passed", "failed", "not-started", "error")
@@ -32,6 +32,9 @@ class RunResult:
     checks: list[CheckResult]
     cell_errors: list[str] = field(default_factory=list)  # "cell 4: NameError: name 'x' is not defined"
     seconds: float = 0.0
+    # sealed runs (grading): each check cell's index -> the results messages it displayed, unjudged
+    payloads: dict[int, list] = field(default_factory=dict)
+    kernel_exit: int | None = None  # the kernel's exit code when it died (-N: killed by signal N)
 
 
 @dataclass
@@ -117,13 +120,19 @@ def execute(
     total_timeout: float = 600,
     kernel_name: str = "python3",
     notebook_data: dict | None = None,
+    sealed: bool = False,
+    workdir: Path | None = None,
 ) -> list[RunResult]:
     """Run every cell of a notebook `runs` times in ONE kernel ("Run All" repeated).
 
     Errors do not stop the run: each later cell still executes, as each check is
     reported on its own. A cell that runs past its time is interrupted and reported.
     The notebook file is not modified. `notebook_data`, when given, is run instead of the
-    file's content (in the file's folder).
+    file's content (in the file's folder, or in `workdir`).
+
+    sealed=True (grading, inside the sandbox): no report file the kernel could write to; each
+    check cell's results messages are returned as they came (RunResult.payloads) for the grader
+    to judge outside the sandbox.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -132,7 +141,9 @@ def execute(
     notebook = nbformat.reads(json.dumps(notebook_data or read_notebook(path)), as_version=4)
     with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
         report_file = Path(tmp) / "checks.jsonl"
-        env = {**os.environ, REPORT_ENV: str(report_file), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        if not sealed:
+            env[REPORT_ENV] = str(report_file)
         client = NotebookClient(
             notebook,
             timeout=cell_timeout,
@@ -141,9 +152,11 @@ def execute(
             kernel_name=kernel_name,
             record_timing=False,
             extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport warning on stderr
-            resources={"metadata": {"path": str(path.parent.resolve())}},
+            resources={"metadata": {"path": str(workdir or path.parent.resolve())}},
         )
         results: list[RunResult] = []
+        payloads: dict[int, list] = {}
+        kernel_exit = None
         deadline = time.monotonic() + total_timeout
         with client.setup_kernel(env=env):
             for _ in range(runs):
@@ -166,7 +179,12 @@ def execute(
                         continue
                     except DeadKernelError:
                         errors.append(f"cell {index + 1}: the kernel died (out of memory, or the process exited)")
+                        kernel_exit = _exit_code(client)
                         break
+                    finally:
+                        if sealed and _is_check_cell(cell):
+                            payloads[index] = [o["data"][RESULTS_MIMETYPE] for o in cell.outputs
+                                               if o.get("output_type") == "display_data" and RESULTS_MIMETYPE in o.get("data", {})]
                     problem = _first_error(cell)
                     if problem is not None and problem.startswith("KeyboardInterrupt"):
                         # nbclient interrupted the kernel at the time limit (interrupt_on_timeout)
@@ -174,7 +192,7 @@ def execute(
                         continue
                     if problem is None or problem.startswith("NotImplementedError: not done yet"):
                         continue  # a stub raising is the exercise's normal state, not a problem
-                    if _is_check_cell(cell) and _report_size(report_file) > size_before:
+                    if _is_check_cell(cell) and (payloads.get(index) or _report_size(report_file) > size_before):
                         continue  # checks ran and reported: failing checks are results, not problems
                     errors.append(f"cell {index + 1}: {problem}")
                 recorded = []
@@ -186,9 +204,20 @@ def execute(
                         checks=[CheckResult(r["id"], r["status"], r["message"]) for r in recorded],
                         cell_errors=errors,
                         seconds=time.monotonic() - started,
+                        payloads=payloads,
+                        kernel_exit=kernel_exit,
                     )
                 )
     return results
+
+
+def _exit_code(client) -> int | None:
+    """The dead kernel's exit code (-N when a signal killed it), when the client can tell."""
+    try:
+        process = getattr(client.km.provisioner, "process", None)
+        return process.wait(timeout=5) if process is not None else None
+    except Exception:  # a courtesy for the report: never let it hide the run's result
+        return None
 
 
 def expected_checks(path: Path, notebook: dict, lesson: Lesson | None = None) -> list[str]:

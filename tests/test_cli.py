@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, write_notebook
+from tests.conftest import ROOT, needs_bwrap, write_notebook
 
 CHECKS = '''%%ipytest
 import pytest
@@ -150,6 +150,7 @@ def test_reset_keeps_the_attempt(course_copy):
     assert "# my attempt" in saved.read_text() and "# my attempt" not in exercise.read_text()
 
 
+@needs_bwrap
 def test_grade_a_folder_of_submissions(tmp_path):
     submissions = tmp_path / "submissions"
     submissions.mkdir()
@@ -167,6 +168,7 @@ def test_grade_a_folder_of_submissions(tmp_path):
     assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"
 
 
+@needs_bwrap
 def test_grading_runs_the_courses_checks_not_the_submissions(tmp_path):
     """A submission whose check cell was edited into `pass` must not score."""
     exercise = json.loads((ROOT / "exercises/00_start_here.ipynb").read_text())

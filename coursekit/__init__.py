@@ -7,6 +7,7 @@ Lessons import these so that their cells can show the FastAPI pattern itself:
 - new_sqlmodel_base: a SQLModel base with its own registry, so table cells re-run
 - show_versions: the pinned versions a notebook runs on
 - start_database: a PostgreSQL with no set-up (DATABASE_URL, else an embedded server, else SQLite)
+- start_process / serve_in_process: a function or an app in a separate (forked) process you can kill -9
 
 Names are imported on first use, so the `course` CLI starts without loading
 FastAPI, SQLAlchemy or IPython.
@@ -22,6 +23,8 @@ _WHERE = {
     "new_sqlmodel_base": "coursekit.models",
     "show_versions": "coursekit.versions",
     "start_database": "coursekit.postgres",
+    "start_process": "coursekit.processes",
+    "serve_in_process": "coursekit.processes",
 }
 __all__ = sorted(_WHERE)
 

@@ -3,6 +3,8 @@
   course build [--check]          write exercises/ from solutions/ (or only compare)
   course check NN|PATH [--json]   run one exercise headless and report each check
   course status [--json]          every exercise's progress (re-runs only changed ones)
+  course update [--no-check]      the course's latest version; your work is kept (and checked)
+  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions, each in a sandbox
   course record NN|all            (authors) re-execute lesson + solution, store outputs
@@ -134,7 +136,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             data = report.to_json()
         rows.append((lesson, data, ""))
     if args.json:
-        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note})} for lesson, data, note in rows], indent=2))
+        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note}), **_exercise_news(lesson, data)}
+                         for lesson, data, note in rows], indent=2))
         return 0
     _out(f"{'lesson':<44} {'passed':>7}  progress")
     for lesson, data, note in rows:
@@ -146,6 +149,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         passed = sum(c["status"] == "passed" for c in checks)
         bar = "".join(MARKS[c["status"]] for c in checks)
         _out(f"{name:<44} {passed:>3}/{len(checks):<3}  {bar}")
+    news = {lesson.id: _exercise_news(lesson, data) for lesson, data, _ in rows}
+    for lesson in (lesson for lesson, _, _ in rows if news[lesson.id]):
+        rel = lesson.exercise.relative_to(lesson.root)
+        if changed := news[lesson.id].get("changed_upstream"):
+            _out(f"\n{rel}: the course changed this exercise since you started it; "
+                 "`course update` brings the change in and keeps your answers:")
+            for line in changed[:12]:
+                _out(f"  {line}")
+        if kept := news[lesson.id].get("kept_cells"):
+            _out(f"\n{rel}: cells `course update` kept for you to merge by hand (your version, as a raw cell):")
+            for line in kept:
+                _out(f"  {line}")
     _out(f"\n{MARKS['passed']} passed  {MARKS['failed']} failed  {MARKS['not-started']} not started  {MARKS['error']} error"
          "   details: course check NN")
     return 0
@@ -254,6 +269,85 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exercise_news(lesson: Lesson, data: dict | None) -> dict:
+    """For `course status`: changed by the course since the learner started it; cells an update kept."""
+    from coursekit.update import exercise_news
+
+    return exercise_news(lesson) if data is not None else {}
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from coursekit.manifest import _load
+    from coursekit.update import update
+
+    root = course_root()
+    report = update(root)
+    _load.cache_clear()  # the course's manifest may have changed (a new lesson)
+    if args.json and args.no_check:
+        _out(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+        return 0
+    say = (lambda text="": None) if args.json else _out
+    say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
+    if report.arrived:
+        say(f"from the course ({len(report.arrived)}): " + ", ".join(report.arrived))
+    for title, items in (("your answers re-applied to the course's new cells:", report.reapplied),
+                         ("CONFLICTS: both versions kept, merge by hand:", report.conflicts),
+                         ("your work kept:", report.kept)):
+        if items:
+            say(title)
+            for item in items:
+                say(f"  {item}")
+    if report.replaced_runs:
+        say("run and saved in JupyterLab, now the course's version (outputs only, no edit of yours): "
+            + ", ".join(report.replaced_runs))
+    say(f"everything as it was before: git ref {report.backup_ref} "
+        f"(`git checkout {report.backup_ref} -- PATH` brings a file back)")
+    drift = []
+    checked = {}
+    if not args.no_check:
+        from coursekit.runner import check
+
+        cache = _load_cache()
+        for rel, before_sha in report.merged_exercises.items():
+            path = root / rel
+            say(f"checking {rel} (your work, changed by the course) ...")
+            entry = cache.get(str(path.resolve()))
+            before = {c["id"]: c["status"] for c in entry["report"]["checks"]} if entry and entry["sha256"] == before_sha else {}
+            result = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+            _remember(path, result)
+            checked[rel] = result.to_json()
+            for c in result.checks:
+                was = before.get(c.id)
+                line = f"  {MARKS[c.status]} {c.id}  {LABELS[c.status]}"
+                if c.message and c.status != "passed":
+                    line += f": {c.message}"
+                if was == "passed" and c.status != "passed":
+                    line += "   (passed before the update)"
+                    drift.append(f"{rel}: {c.id}")
+                say(line)
+            if result.problem:
+                say(f"  note: {result.problem}")
+        if drift:
+            say(f"drift: {len(drift)} check(s) that passed before the update do not pass now: " + ", ".join(drift))
+    if args.json:
+        _out(json.dumps({**report.to_json(), "checks": checked, "drift": drift}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_workshop_link(args: argparse.Namespace) -> int:
+    from coursekit.workshop import binder_badge, binder_link, hub_link
+
+    options = {"branch": args.branch, "folder": args.folder}
+    if args.hub:
+        _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
+    if args.repo.startswith("https://github.com/"):
+        _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
+        _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
+    elif not args.hub:
+        raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
+    return 0
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from coursekit.corpus import lesson_by_key, run_corpus
 
@@ -315,6 +409,20 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")
         c.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")
         c.set_defaults(func=func)
+
+    u = sub.add_parser("update", help="bring the course to its latest version; your work is kept")
+    u.add_argument("--no-check", action="store_true", help="do not run the checks of the exercises the update merged")
+    u.add_argument("--json", action="store_true", help="machine-readable output")
+    u.add_argument("--timeout", type=float, default=600, help="seconds for one exercise's checks (600)")
+    u.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")
+    u.set_defaults(func=cmd_update)
+
+    w = sub.add_parser("workshop-link", help="(instructors) the nbgitpuller link for a JupyterHub, the Binder link")
+    w.add_argument("--repo", required=True, help="the course's public git URL")
+    w.add_argument("--hub", help="the JupyterHub's URL (https://hub.example.org)")
+    w.add_argument("--branch", default="main")
+    w.add_argument("--folder", default="fastapi-advanced-patterns", help="folder in each learner's home")
+    w.set_defaults(func=cmd_workshop_link)
 
     r = sub.add_parser("reset", help="fresh exercise; your attempt is kept in attempts/")
     r.add_argument("lesson")

@@ -19,6 +19,7 @@ collect_ignore_glob = ["exercises/*", "attempts/*", ".venv/*"]
 
 ONE_UNIT_PER_ITEM = {
     "tests/test_exercise_stubs.py",
+    "tests/test_openapi_contracts.py",  # one app per item: about 20-40 s each, mostly waiting on the app
 }
 
 

@@ -8,6 +8,7 @@ Lessons import these so that their cells can show the FastAPI pattern itself:
 - show_versions: the pinned versions a notebook runs on
 - start_database: a PostgreSQL with no set-up (DATABASE_URL, else an embedded server, else SQLite)
 - start_process / serve_in_process: a function or an app in a separate (forked) process you can kill -9
+- hint: in an exercise, the next hint for the first check not passed
 
 Names are imported on first use, so the `course` CLI starts without loading
 FastAPI, SQLAlchemy or IPython.
@@ -25,6 +26,7 @@ _WHERE = {
     "start_database": "coursekit.postgres",
     "start_process": "coursekit.processes",
     "serve_in_process": "coursekit.processes",
+    "hint": "coursekit.hints",
 }
 __all__ = sorted(_WHERE)
 

@@ -13,6 +13,11 @@ the checks can call it. In the exercise the region becomes
         raise NotImplementedError("not done yet: one-line hint for the learner")
 
 Outputs and execution counts are cleared. Notebook metadata records the lesson id.
+
+Quieter exercises: each `%%ipytest` check cell opens with its code collapsed (JupyterLab's cell
+metadata `"jupyter": {"source_hidden": true}`), so the learner sees the task, their code and the
+✔/✘ lines; the first markdown cell gets a note on how to expand the checks and ask for a hint,
+and the setup cell (the one calling `setup_checks()`) imports `hint`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,22 @@ from coursekit.manifest import CourseError, Lesson, lessons
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?::\s*(?P<hint>.*\S))?\s*$")
 END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
 KEPT_CELL_METADATA = ("tags",)
+CHECK_MAGIC = "%%ipytest"
+# JupyterLab (4.x: Cell.loadCollapseState) shows a cell whose metadata has this as one placeholder line.
+COLLAPSED_INPUT = {"jupyter": {"source_hidden": True}}
+SETUP_CALL = re.compile(r"^(?P<indent>[ \t]*)setup_checks\(\)\s*$", re.M)
+HINT_IMPORT = "from coursekit import hint  # stuck on a check? run hint() in a cell: each call shows the next hint"
+
+
+def exercise_note(lesson_id: str) -> str:
+    """What the build adds to an exercise's first markdown cell."""
+    return (
+        "\n\n**How this notebook works.** The check cells are collapsed: you see their ✔/✘ lines, not "
+        "their code. To read a check, click its collapsed line (`%%ipytest ⋯`) or the bar at its left "
+        "(*View → Expand All Code* opens them all). Stuck on a check? Run `hint()` in a cell (or "
+        f"`course hint {lesson_id}` in a terminal): each call shows the next hint for your first check "
+        "not passed, the last one names the lesson section to reread."
+    )
 
 
 class MarkerError(CourseError):
@@ -96,9 +117,12 @@ def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> 
             stubbed = stub_source(source, f"{source_name}, cell {index}")
             regions += stubbed != source
             new.update(source=stubbed, outputs=[], execution_count=None)
+            if source.lstrip().startswith(CHECK_MAGIC):
+                new["metadata"].update(json.loads(json.dumps(COLLAPSED_INPUT)))
         cells.append(new)
     if not regions:
         raise MarkerError(f"{source_name}: no ### BEGIN SOLUTION region: an exercise needs at least one")
+    _add_hint_helper(cells, lesson_id)
     metadata = {k: v for k, v in solution.get("metadata", {}).items() if k in ("kernelspec", "language_info")}
     metadata["course"] = {"lesson": lesson_id, "generated_from": source_name, "sources_sha256": sources_digest(cells)}
     return {
@@ -107,6 +131,23 @@ def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> 
         "nbformat": solution.get("nbformat", 4),
         "nbformat_minor": solution.get("nbformat_minor", 5),
     }
+
+
+def _add_hint_helper(cells: list[dict], lesson_id: str) -> None:
+    """The note on the first markdown cell, and `hint` imported after the setup cell's `setup_checks()`.
+
+    A notebook without either (a tool's test notebook) is left as it is; the course's own exercises
+    are held to both by tests/test_build.py.
+    """
+    markdown = next((c for c in cells if c["cell_type"] == "markdown"), None)
+    if markdown is not None:
+        markdown["source"] = markdown["source"].rstrip() + exercise_note(lesson_id)
+    for cell in cells:
+        match = SETUP_CALL.search(cell["source"]) if cell["cell_type"] == "code" else None
+        if match:
+            source = cell["source"]
+            cell["source"] = f"{source[: match.end()]}\n{match.group('indent')}{HINT_IMPORT}{source[match.end():]}"
+            return
 
 
 def sources_digest(cells: list[dict]) -> str:

@@ -30,6 +30,8 @@ DEFAULT_DEADLINE_S = 60.0  # far above any honest check (they take well under 10
 NOT_DONE_MARK = "not done yet"
 SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
 LABELS = {"passed": "passed", "failed": "failed", "not-started": "not started", "error": "error"}
+# The latest result of each check run in this process (a notebook's kernel): what `hint()` reads.
+KERNEL_RESULTS: dict[str, dict[str, str]] = {}
 
 INNER_PYTEST_ARGS = [
     "-q",
@@ -44,6 +46,10 @@ INNER_PYTEST_ARGS = [
     # Plugins a check never needs; loading them costs about 2.5 s per check cell.
     "-p", "no:nbval",
     "-p", "no:xdist",
+    # schemathesis (and hypothesis, which it brings) register pytest plugins: importing schemathesis's
+    # costs about 0.35 s of CPU in each kernel's first check run, for checks that never use it.
+    "-p", "no:schemathesis",
+    "-p", "no:hypothesispytest",
     # These two run gc.collect() twice per pytest session, to surface exceptions raised in __del__
     # and in threads as warnings, which are off here (no:warnings). In a kernel that has imported
     # FastAPI, SQLAlchemy and matplotlib, that is about 0.2 s per check cell: most of its overhead.
@@ -54,6 +60,9 @@ INNER_PYTEST_ARGS = [
     "--assert=plain",
     # The project's own pytest options (--nbval, -n 2, ...) must not leak into the inner run.
     "-o", "addopts=",
+    # Nor its conftest.py files (the check cell's folder is inside the project): they wire the project's
+    # own suite, and loading them imported nbval, jsonschema and its IRI grammar: 1.6 s per kernel.
+    "--noconftest",
     "-p", "coursekit.checks",
 ]
 
@@ -162,6 +171,7 @@ class _Recorder:
             status, message = classify(call.excinfo, new_app_errors)
             name = getattr(item, "originalname", None) or item.name
             self.results.append({"id": name, "status": status, "message": message})
+            KERNEL_RESULTS[name] = {"status": status, "message": message}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:

@@ -3,7 +3,10 @@
   course build [--check]          write exercises/ from solutions/ (or only compare)
   course check NN|PATH [--json]   run one exercise headless and report each check
   course status [--json]          every exercise's progress (re-runs only changed ones)
+  course update [--no-check]      the course's latest version; your work is kept (and checked)
+  course workshop-link --repo URL [--hub URL]   (instructors) nbgitpuller and Binder links
   course reset NN                 a fresh exercise; your attempt is kept in attempts/
+  course hint NN                  the next hint for the exercise's first check not passed
   course grade DIR [--csv FILE]   check every notebook in a folder of submissions, each in a sandbox
   course record NN|all            (authors) re-execute lesson + solution, store outputs
   course corpus NN [--only ID]    (authors) run the exercise's wrong/right-answer corpus
@@ -20,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from coursekit.manifest import CourseError, Lesson, course_root, find_lesson, lesson_for_notebook, lessons
+from coursekit.manifest import CourseError, Lesson, course_root, find_lesson, lessons
 
 LABELS = {"passed": "passed", "failed": "FAILED", "not-started": "not started", "error": "ERROR"}
 MARKS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
@@ -113,28 +116,35 @@ def _untouched_report(lesson: Lesson) -> dict | None:
     }
 
 
+def _current_report(lesson: Lesson, args: argparse.Namespace, *, quiet: bool = False) -> dict:
+    """The exercise's check results: cached by `course check`/`status` while the file is unchanged, else run now."""
+    path = lesson.exercise
+    if not path.is_file():
+        raise CourseError(f"{path.relative_to(lesson.root)} is missing: `course reset {lesson.id}` makes a fresh one")
+    entry = _load_cache().get(str(path.resolve()))
+    if entry and entry["sha256"] == _digest(path):
+        return entry["report"]
+    if (data := _untouched_report(lesson)) is not None:
+        return data
+    from coursekit.runner import check
+
+    if not quiet:
+        _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
+    report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+    _remember(path, report)
+    return report.to_json()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    cache = _load_cache()
     rows = []
     for lesson in lessons():
-        path = lesson.exercise
-        if not path.is_file():
+        if not lesson.exercise.is_file():
             rows.append((lesson, None, "missing: run `course reset " + lesson.id + "`"))
             continue
-        entry = cache.get(str(path.resolve()))
-        if entry and entry["sha256"] == _digest(path):
-            data = entry["report"]
-        elif (data := _untouched_report(lesson)) is None:
-            from coursekit.runner import check
-
-            if not args.json:
-                _out(f"checking {path.relative_to(lesson.root)} (changed since its last check) ...")
-            report = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
-            _remember(path, report)
-            data = report.to_json()
-        rows.append((lesson, data, ""))
+        rows.append((lesson, _current_report(lesson, args, quiet=args.json), ""))
     if args.json:
-        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note})} for lesson, data, note in rows], indent=2))
+        _out(json.dumps([{"lesson": lesson.id, **(data or {"error": note}), **_exercise_news(lesson, data)}
+                         for lesson, data, note in rows], indent=2))
         return 0
     _out(f"{'lesson':<44} {'passed':>7}  progress")
     for lesson, data, note in rows:
@@ -146,8 +156,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         passed = sum(c["status"] == "passed" for c in checks)
         bar = "".join(MARKS[c["status"]] for c in checks)
         _out(f"{name:<44} {passed:>3}/{len(checks):<3}  {bar}")
+    news = {lesson.id: _exercise_news(lesson, data) for lesson, data, _ in rows}
+    for lesson in (lesson for lesson, _, _ in rows if news[lesson.id]):
+        rel = lesson.exercise.relative_to(lesson.root)
+        if changed := news[lesson.id].get("changed_upstream"):
+            _out(f"\n{rel}: the course changed this exercise since you started it; "
+                 "`course update` brings the change in and keeps your answers:")
+            for line in changed[:12]:
+                _out(f"  {line}")
+        if kept := news[lesson.id].get("kept_cells"):
+            _out(f"\n{rel}: cells `course update` kept for you to merge by hand (your version, as a raw cell):")
+            for line in kept:
+                _out(f"  {line}")
     _out(f"\n{MARKS['passed']} passed  {MARKS['failed']} failed  {MARKS['not-started']} not started  {MARKS['error']} error"
          "   details: course check NN")
+    return 0
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    from coursekit.hints import Outcome, load_hints, next_hint
+    from coursekit.runner import notebook_check_ids, read_notebook
+
+    lesson = find_lesson(args.lesson)
+    load_hints(lesson)  # no hints file: say so before running any check
+    data = _current_report(lesson, args)
+    outcomes = {c["id"]: Outcome(c["id"], c["status"], c.get("message", "")) for c in data["checks"]}
+    expected = notebook_check_ids(read_notebook(lesson.solution))
+    _out(next_hint(lesson, expected, outcomes, f"`course hint {lesson.id}` again"))
+    if data.get("problem"):
+        _out(f"note: {data['problem']}")
     return 0
 
 
@@ -183,25 +220,24 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grade_one(path: Path, lesson: Lesson | None, limits, sandboxed: bool) -> dict:
+def _grade_one(path: Path, forced: Lesson | None, limits, sandboxed: bool) -> dict:
     """One CSV row for one submission; nothing a submission does aborts the batch."""
-    from coursekit.sandbox import grade_submission
+    from coursekit.sandbox import grade_submission, printable
 
-    if lesson is None:
-        return {"notebook": str(path), "lesson": "", "passed": 0, "total": 0,
-                "problem": "cannot tell which lesson this is (name it NN_slug..., or pass --lesson NN)"}
     try:
         # The submission's own check cells are not trusted: the course's originals are run.
-        return grade_submission(path, lesson, limits, sandboxed=sandboxed)
+        row = grade_submission(path, forced, limits, sandboxed=sandboxed)
     except Exception as exc:  # a bug of ours on one submission must not lose the others' grades
-        return {"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0,
-                "problem": f"not graded: the grader failed ({type(exc).__name__}: {exc})"}
+        row = {"notebook": str(path), "lesson": forced.id if forced else "", "passed": 0, "total": 0,
+               "problem": f"not graded: the grader failed ({type(exc).__name__}: {exc})"}
+    # its file name and its messages are the submission's text: shown, never interpreted by a terminal
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap, preflight
+    from coursekit.sandbox import INSTALL_HINT, UNSAFE_WARNING, Limits, bwrap, preflight, spreadsheet_safe
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -219,7 +255,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.timeout, memory_mb=args.memory_mb,
                     cpu_seconds=args.cpu_seconds, processes=args.processes, file_mb=args.file_mb, disk_mb=args.disk_mb)
     forced = find_lesson(args.lesson) if args.lesson else None
-    jobs = [(path, forced or lesson_for_notebook(path)) for path in notebooks]
+    jobs = [(path, forced) for path in notebooks]  # each one's lesson: read in _grade_one, bounded
     # Each submission runs in its own sandbox process: threads here only wait for them.
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         rows = list(pool.map(lambda job: _grade_one(*job, limits, sandboxed), jobs))
@@ -234,7 +270,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         with open(args.csv, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
         _out(f"wrote {args.csv}")
     if not sandboxed:
         print(UNSAFE_WARNING, file=sys.stderr, flush=True)  # again, below the rows, where it is read
@@ -251,6 +287,85 @@ def cmd_record(args: argparse.Namespace) -> int:
             seconds = record(path)
             _out(f"recorded {path.relative_to(lesson.root)} ({seconds:.1f} s)")
     build(only=chosen)
+    return 0
+
+
+def _exercise_news(lesson: Lesson, data: dict | None) -> dict:
+    """For `course status`: changed by the course since the learner started it; cells an update kept."""
+    from coursekit.update import exercise_news
+
+    return exercise_news(lesson) if data is not None else {}
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from coursekit.manifest import _load
+    from coursekit.update import update
+
+    root = course_root()
+    report = update(root)
+    _load.cache_clear()  # the course's manifest may have changed (a new lesson)
+    if args.json and args.no_check:
+        _out(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+        return 0
+    say = (lambda text="": None) if args.json else _out
+    say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
+    if report.arrived:
+        say(f"from the course ({len(report.arrived)}): " + ", ".join(report.arrived))
+    for title, items in (("your answers re-applied to the course's new cells:", report.reapplied),
+                         ("CONFLICTS: both versions kept, merge by hand:", report.conflicts),
+                         ("your work kept:", report.kept)):
+        if items:
+            say(title)
+            for item in items:
+                say(f"  {item}")
+    if report.replaced_runs:
+        say("run and saved in JupyterLab, now the course's version (outputs only, no edit of yours): "
+            + ", ".join(report.replaced_runs))
+    say(f"everything as it was before: git ref {report.backup_ref} "
+        f"(`git checkout {report.backup_ref} -- PATH` brings a file back)")
+    drift = []
+    checked = {}
+    if not args.no_check:
+        from coursekit.runner import check
+
+        cache = _load_cache()
+        for rel, before_sha in report.merged_exercises.items():
+            path = root / rel
+            say(f"checking {rel} (your work, changed by the course) ...")
+            entry = cache.get(str(path.resolve()))
+            before = {c["id"]: c["status"] for c in entry["report"]["checks"]} if entry and entry["sha256"] == before_sha else {}
+            result = check(path, cell_timeout=args.cell_timeout, total_timeout=args.timeout)
+            _remember(path, result)
+            checked[rel] = result.to_json()
+            for c in result.checks:
+                was = before.get(c.id)
+                line = f"  {MARKS[c.status]} {c.id}  {LABELS[c.status]}"
+                if c.message and c.status != "passed":
+                    line += f": {c.message}"
+                if was == "passed" and c.status != "passed":
+                    line += "   (passed before the update)"
+                    drift.append(f"{rel}: {c.id}")
+                say(line)
+            if result.problem:
+                say(f"  note: {result.problem}")
+        if drift:
+            say(f"drift: {len(drift)} check(s) that passed before the update do not pass now: " + ", ".join(drift))
+    if args.json:
+        _out(json.dumps({**report.to_json(), "checks": checked, "drift": drift}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_workshop_link(args: argparse.Namespace) -> int:
+    from coursekit.workshop import binder_badge, binder_link, hub_link
+
+    options = {"branch": args.branch, "folder": args.folder}
+    if args.hub:
+        _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
+    if args.repo.startswith("https://github.com/"):
+        _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
+        _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
+    elif not args.hub:
+        raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
     return 0
 
 
@@ -293,10 +408,13 @@ def parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (("check", cmd_check, "run one exercise and report each check"),
                                  ("status", cmd_status, "progress of every exercise"),
+                                 ("hint", cmd_hint, "the next hint for the exercise's first check not passed"),
                                  ("grade", cmd_grade, "check every notebook in a folder")):
         c = sub.add_parser(name, help=helptext)
         if name == "check":
             c.add_argument("notebook", help="lesson id (01), stem, or a notebook path")
+        if name == "hint":
+            c.add_argument("lesson", help="lesson id (01) or stem")
         if name == "grade":
             c.add_argument("folder")
             c.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
@@ -310,11 +428,25 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--disk-mb", type=int, default=limits.disk_mb, help=f"writable space per submission ({limits.disk_mb})")
             c.add_argument("--unsafe-no-sandbox", action="store_true",
                            help="run submissions WITHOUT the bubblewrap sandbox, as yourself (only for code you trust)")
-        if name != "grade":
+        if name in ("check", "status"):
             c.add_argument("--json", action="store_true", help="machine-readable output")
         c.add_argument("--timeout", type=float, default=600, help="seconds for the whole notebook (600)")
         c.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")
         c.set_defaults(func=func)
+
+    u = sub.add_parser("update", help="bring the course to its latest version; your work is kept")
+    u.add_argument("--no-check", action="store_true", help="do not run the checks of the exercises the update merged")
+    u.add_argument("--json", action="store_true", help="machine-readable output")
+    u.add_argument("--timeout", type=float, default=600, help="seconds for one exercise's checks (600)")
+    u.add_argument("--cell-timeout", type=float, default=120, help="seconds for one cell (120)")
+    u.set_defaults(func=cmd_update)
+
+    w = sub.add_parser("workshop-link", help="(instructors) the nbgitpuller link for a JupyterHub, the Binder link")
+    w.add_argument("--repo", required=True, help="the course's public git URL")
+    w.add_argument("--hub", help="the JupyterHub's URL (https://hub.example.org)")
+    w.add_argument("--branch", default="main")
+    w.add_argument("--folder", default="fastapi-advanced-patterns", help="folder in each learner's home")
+    w.set_defaults(func=cmd_workshop_link)
 
     r = sub.add_parser("reset", help="fresh exercise; your attempt is kept in attempts/")
     r.add_argument("lesson")

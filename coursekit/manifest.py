@@ -95,14 +95,24 @@ def lesson_for_notebook(path: Path, root: Path | None = None) -> Lesson | None:
     import json
 
     try:
-        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("course", {})
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = {}
-    by_id = {lesson.id: lesson for lesson in lessons(root)}
-    if meta.get("lesson") in by_id:
-        return by_id[meta["lesson"]]
+    return lesson_by_metadata(meta, root) or lesson_by_name(path, root)
+
+
+def lesson_by_metadata(notebook, root: Path | None = None) -> Lesson | None:
+    """The lesson a notebook's metadata names (course.lesson), if any; any other shape: None."""
+    meta = notebook.get("metadata") if isinstance(notebook, dict) else None
+    course = meta.get("course") if isinstance(meta, dict) else None
+    key = course.get("lesson") if isinstance(course, dict) else None
+    return next((lesson for lesson in lessons(root) if lesson.id == key), None) if isinstance(key, str) else None
+
+
+def lesson_by_name(path: Path, root: Path | None = None) -> Lesson | None:
+    """The lesson a file name names: its stem ("ada-01_status_codes...") or an id prefix ("01_...")."""
     for lesson in lessons(root):
-        if lesson.stem in path.stem:  # "ada-01_status_codes..." too
+        if lesson.stem in path.stem:
             return lesson
     match = re.search(r"(?:^|\D)(\d\d)[_\-]", path.name)
-    return by_id.get(match.group(1)) if match else None
+    return next((lesson for lesson in lessons(root) if match and lesson.id == match.group(1)), None)

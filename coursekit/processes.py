@@ -220,7 +220,8 @@ class ServerProcess:
 def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on")).run(sockets=[sock])
+    # loop="asyncio" as in run_server: the same event loop on every platform (uvloop is Linux-only)
+    uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", loop="asyncio")).run(sockets=[sock])
 
 
 @contextmanager

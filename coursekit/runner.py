@@ -169,7 +169,7 @@ def execute(
                     if left <= 0:
                         errors.append(f"cell {index + 1}: not run, the notebook's time limit ({total_timeout:.0f} s) was used up")
                         break
-                    client.timeout = min(cell_timeout, left)
+                    client.timeout = max(1, int(min(cell_timeout, left)))  # nbclient: an int (a float raises TraitError)
                     cell.outputs = []
                     size_before = _report_size(report_file)
                     try:

@@ -59,10 +59,15 @@ UNSAFE_WARNING = (
     "variables and your network; only the time/CPU/memory/file-size limits apply. Grade only code you trust."
 )
 SANDBOX_UID = 1000
+SANDBOX_LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 NOBODY = 65534  # the uid a root grader runs bwrap as
 RESULTS_LIMIT_BYTES = 4_000_000  # far above an honest run's results (a few KB)
 PAYLOADS_KEPT = 8  # results messages kept per check cell: one is genuine, more is tampering
 MESSAGE_CHARS = 2000
+# A submission file is read by the grader OUTSIDE the sandbox: bounded before it is parsed. An
+# exercise with all its outputs is well under 1 MB (the largest solution: 72 KB, 60 cells).
+NOTEBOOK_LIMIT_BYTES = 16 * 2**20
+CELLS_LIMIT = 2000
 
 # What crosses the boundary (harness -> grader). Checked before anything in it is used.
 _RESULT_ITEM = {
@@ -132,15 +137,16 @@ class Prepared:
     notebook: dict
     nonces: dict[int, str]  # check cell index -> nonce
     canaries: dict[int, tuple[str, str]]  # check cell index -> (canary test name, its failure message)
+    ids: dict[int, list[str]]  # check cell index -> the course's check names it defines (what it may report)
 
 
 def prepare(notebook: dict, solution: dict) -> tuple[Prepared, bool]:
     """The submission with the course's check cells, each tagged with a nonce and given a canary."""
     from coursekit.checks import NONCE_OPTION
-    from coursekit.runner import _is_check_cell, _source, with_original_checks
+    from coursekit.runner import _is_check_cell, _source, check_ids, with_original_checks
 
     graded, edited = with_original_checks(notebook, solution)
-    cells, nonces, canaries = [], {}, {}
+    cells, nonces, canaries, ids = [], {}, {}, {}
     for index, cell in enumerate(graded["cells"]):
         if _is_check_cell(cell):
             source = _source(cell).lstrip()
@@ -151,9 +157,113 @@ def prepare(notebook: dict, solution: dict) -> tuple[Prepared, bool]:
             # A check that must fail: a run that reports it passed was tampered with.
             canary = f"\n\n\ndef {name}():\n    assert {secrets.randbelow(10**6) + 1} == 0, {message!r}\n"
             cell = {**cell, "source": f"{first} {NONCE_OPTION}={nonce}\n{body.rstrip()}{canary}", "outputs": []}
-            nonces[index], canaries[index] = nonce, (name, message)
+            nonces[index], canaries[index], ids[index] = nonce, (name, message), check_ids(source)
         cells.append(cell)
-    return Prepared({**graded, "cells": cells}, nonces, canaries), edited
+    return Prepared({**graded, "cells": cells}, nonces, canaries, ids), edited
+
+
+def read_submission(path: Path) -> dict:
+    """A submitted notebook, read without trusting the file: a regular file (not a symbolic link,
+    which could name the course's solution or your ~/.ssh; not a FIFO, which would block the
+    grader), of bounded size, a JSON notebook of bounded cell count whose cells have the shape the
+    grader reads. Anything else: CourseError with one line."""
+    import stat
+
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            raise CourseError(f"{path}: a symbolic link, not a notebook file: not followed, not graded")
+        if not stat.S_ISREG(info.st_mode):
+            raise CourseError(f"{path}: not a regular file: not graded")
+        if info.st_size > NOTEBOOK_LIMIT_BYTES:
+            raise CourseError(f"{path}: {info.st_size // 2**20} MB, larger than a notebook may be "
+                              f"({NOTEBOOK_LIMIT_BYTES // 2**20} MB): not graded")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # swapped since lstat: no blocking, no link
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise CourseError(f"{path}: not a regular file: not graded")
+            data = handle.read(NOTEBOOK_LIMIT_BYTES + 1)
+    except OSError as exc:
+        raise CourseError(f"{path}: not readable ({exc.strerror})") from None
+    if len(data) > NOTEBOOK_LIMIT_BYTES:
+        raise CourseError(f"{path}: larger than a notebook may be ({NOTEBOOK_LIMIT_BYTES // 2**20} MB): not graded")
+    try:
+        notebook = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise CourseError(f"{path}: not a readable notebook ({str(exc)[:200]})") from None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        raise CourseError(f"{path}: not a notebook (no list of cells)")
+    if len(cells) > CELLS_LIMIT:
+        raise CourseError(f"{path}: {len(cells)} cells, more than a notebook may have ({CELLS_LIMIT}): not graded")
+    for number, cell in enumerate(cells, start=1):
+        source = cell.get("source") if isinstance(cell, dict) else None
+        if not (isinstance(cell, dict) and isinstance(cell.get("cell_type"), str) and isinstance(cell.get("metadata", {}), dict)
+                and (isinstance(source, str) or isinstance(source, list) and all(isinstance(s, str) for s in source))):
+            raise CourseError(f"{path}: cell {number} is not a notebook cell (cell_type, source, metadata): not graded")
+    if not isinstance(notebook.get("metadata", {}), dict):
+        raise CourseError(f"{path}: its metadata is not an object: not graded")
+    return notebook
+
+
+def submission_lesson(path: Path, notebook: dict, forced: Lesson | None) -> Lesson:
+    """The lesson to grade a submission against. Its metadata is the learner's to edit: when it
+    names another lesson than the file name does (an easier lesson's checks), it is not trusted."""
+    from coursekit.manifest import lesson_by_metadata, lesson_by_name
+
+    if forced is not None:
+        return forced
+    by_name, by_metadata = lesson_by_name(path), lesson_by_metadata(notebook)
+    if by_name and by_metadata and by_name.id != by_metadata.id:
+        raise CourseError(f"its metadata says lesson {by_metadata.id} but its file name says lesson {by_name.id}: "
+                          "not graded (pass --lesson NN to choose)")
+    if by_name or by_metadata:
+        return by_name or by_metadata
+    raise CourseError("cannot tell which lesson this is (name it NN_slug..., or pass --lesson NN)")
+
+
+# Code that reaches into the kernel, the check runner or the interpreter: an honest exercise has no
+# need of it, and it is how a submission rewrites its check cells before they run (see README).
+_REVIEW_SIGNS = re.compile(
+    r"get_ipython|input_transformers|ast_transformers|register_(?:cell_|line_)?magic|events\.register|"
+    r"\bipytest\b|_pytest|coursekit\.checks|display_pub|\bsettrace\b|\bsetprofile\b|\bctypes\b|"
+    r"__builtins__|\bbuiltins\b|\bgc\.get_|sys\.modules|/proc/|\bexec\(|\beval\(|__import__|importlib")
+
+
+def review_signs(notebook: dict, solution: dict) -> list[str]:
+    """Signs of tampering in the submission's own (non-check) cells that the solution has not."""
+    from coursekit.runner import _is_check_cell, _source
+
+    def signs(nb: dict) -> set[str]:
+        return {m.group(0) for cell in nb["cells"] if cell.get("cell_type") == "code" and not _is_check_cell(cell)
+                for m in _REVIEW_SIGNS.finditer(_source(cell))}
+
+    return sorted(signs(notebook) - signs(solution))
+
+
+# control, format (bidi overrides, zero-width), line/paragraph separators, and surrogates (a file
+# name's bytes that are not UTF-8: writing them to the CSV raised UnicodeEncodeError, losing the batch)
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+def printable(text: str) -> str:
+    """Text from a submission as the grader prints or stores it: no terminal escapes, no carriage
+    returns or newlines, no bidi overrides (each could make a row read as another row or score)."""
+    import unicodedata
+
+    def shown(c: str) -> str:
+        if unicodedata.category(c) not in _INVISIBLE:
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return "".join(shown(c) for c in text)
+
+
+def spreadsheet_safe(value):
+    """A CSV field a spreadsheet will not run as a formula (OWASP's advice: a leading quote)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "|", "%"):
+        return "'" + value
+    return value
 
 
 def _valid(data, schema) -> bool:
@@ -194,9 +304,20 @@ def judge(prepared: Prepared, raw: dict) -> Judged:
             problems.append(f"cell {index + 1}: tampering: the check runner was changed (a check that must fail "
                             "did not); none of its checks counted")
             continue
+        # Only the checks this cell defines count, and a check reported twice (a test of the same name
+        # that the submission added, say in a Test class, passing) counts as its worst result
+        seen: dict[str, int] = {}
         for result in genuine[0]["results"]:
-            if result["id"] != name and result["status"] in STATUSES:
-                checks[result["id"]] = (result["status"], result["message"][:MESSAGE_CHARS])
+            check_id, status = result["id"], result["status"]
+            if check_id not in prepared.ids[index] or status not in STATUSES:
+                continue
+            seen[check_id] = seen.get(check_id, 0) + 1
+            if check_id not in checks or checks[check_id][0] == "passed":
+                checks[check_id] = (status, result["message"][:MESSAGE_CHARS])
+        for check_id, times in seen.items():
+            if times > 1:
+                problems.append(f"cell {index + 1}: {check_id} was reported {times} times (a test of the same name "
+                                "added by the submission?): its worst result counted")
     return Judged(checks, problems)
 
 
@@ -248,6 +369,9 @@ def sandbox_command(run_dir: Path, limits: Limits, results_fd: int | None, argv:
         "--hostname", "grader-sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp",
+        # --dev's own tmpfs is as large as half the RAM and writable: /dev/shm gets a bounded one
+        # (POSIX shared memory, multiprocessing's semaphores) and the rest of /dev is made read-only
+        "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
         "--ro-bind", "/usr", "/usr",
     ]
     for link in ("bin", "lib", "lib64", "sbin"):
@@ -301,7 +425,8 @@ def preflight() -> str:
             (run / name).write_text("")
         cmd = sandbox_command(run, Limits(), None, argv=[sys.executable, "-c", "import coursekit, ipykernel"])
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                                  env=SANDBOX_LAUNCH_ENV)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"the grading sandbox does not start here ({exc})"
     if done.returncode != 0:
@@ -340,13 +465,15 @@ def run_harness(request: dict, limits: Limits, *, sandboxed: bool) -> tuple[dict
         (run / "group").write_text(f"learner:x:{SANDBOX_UID}:\n")
         if sandboxed:
             cmd = sandbox_command(run, limits, write_end)
-            env = None
+            # bwrap's own process (pid 1 in the sandbox) keeps the environment it was started with,
+            # readable in /proc/1/environ: it gets none of the grader's (--clearenv is for its child)
+            env = SANDBOX_LAUNCH_ENV
         else:
             cmd = [sys.executable, "-m", "coursekit.sandbox", str(write_end)]
             env = {**os.environ, "HOME": str(run), "MALLOC_ARENA_MAX": "2"}
         process = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            pass_fds=(write_end,), start_new_session=True, env=env, cwd=None if sandboxed else run,
+            pass_fds=(write_end,), start_new_session=True, env=env, cwd="/" if sandboxed else run,
         )
         os.close(write_end)
         results: list[bytes] = []
@@ -394,21 +521,28 @@ def run_harness(request: dict, limits: Limits, *, sandboxed: bool) -> tuple[dict
     return raw, ""
 
 
-def grade_submission(path: Path, lesson: Lesson, limits: Limits, *, sandboxed: bool = True) -> dict:
-    """One CSV row for one submission. Never raises for anything the submission does."""
+def grade_submission(path: Path, forced: Lesson | None, limits: Limits, *, sandboxed: bool = True) -> dict:
+    """One CSV row for one submission (of lesson `forced`, else the one it names). Never raises for
+    anything the submission does."""
     from coursekit.runner import expected_checks, read_notebook
 
-    row = {"notebook": str(path), "lesson": lesson.id, "passed": 0, "total": 0, "problem": ""}
+    row = {"notebook": str(path), "lesson": forced.id if forced else "", "passed": 0, "total": 0, "problem": ""}
     try:
-        notebook = read_notebook(path)
+        notebook = read_submission(path)
+        lesson = submission_lesson(path, notebook, forced)
     except CourseError as exc:
         return {**row, "problem": str(exc)}
+    row["lesson"] = lesson.id
     expected = expected_checks(path, notebook, lesson)
-    prepared, edited = prepare(notebook, read_notebook(lesson.solution))
+    solution = read_notebook(lesson.solution)
+    prepared, edited = prepare(notebook, solution)
     request = {"notebook": prepared.notebook, "cell_timeout": limits.cell_timeout, "total_timeout": limits.total_timeout,
                "limits": asdict(limits)}
     raw, failure = run_harness(request, limits, sandboxed=sandboxed)
     problems = ["its check cells differ from the course's: graded with the original checks"] if edited else []
+    if signs := review_signs(notebook, solution):
+        problems.append(f"review by hand: its code uses {', '.join(signs)}, which the solution does not (the means to "
+                        "rewrite its checks as they run or probe the sandbox): a passed check may be forged")
     if raw is None:
         problems.append(failure)
         judged = Judged({}, [])

@@ -96,6 +96,10 @@ def run_server(
     sock.bind((host, 0))  # port 0: the OS picks a free port, no race with other servers
     port = sock.getsockname()[1]
     running = RunningServer(url=f"http://{host}:{port}", host=host, port=port)
+    # The asyncio loop on every platform unless asked otherwise: uvicorn's default ("auto") takes
+    # uvloop where it is installed (pgqueuer installs it on Linux, not on Windows), and lessons must
+    # behave the same on every learner's machine.
+    config_kwargs.setdefault("loop", "asyncio")
     config = uvicorn.Config(
         _recording(app, running.errors),
         log_level=log_level,

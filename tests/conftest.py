@@ -45,6 +45,54 @@ def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
     return path
 
 
+def _has_top_level_await(source: str) -> bool:
+    import ast
+    import inspect
+
+    code = compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    return bool(code.co_flags & inspect.CO_COROUTINE)
+
+
+def solution_namespace(lesson_id: str, *, preset: dict | None = None, until: str | None = None) -> dict:
+    """Run a solution notebook's definition cells in a fresh namespace and return its globals.
+
+    Check cells (`%%ipytest`) are skipped, and so are cells with top-level `await` (they start
+    servers or databases, which a test starts itself); `setup_checks()` is a no-op (no IPython
+    here). The tests use the solution's own code this way: nothing is copied, and lessons never
+    import each other.
+
+    With `preset` (names the skipped cells would have made, such as `db`), the statements of an
+    `await` cell that do not await run too (its models, its engine on the preset database).
+    `until`: stop after the cell that defines this name (before clean-up cells that stop `db`).
+    """
+    import ast
+
+    import coursekit.checks
+
+    (path,) = (ROOT / "solutions").glob(f"{lesson_id}_*.ipynb")
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    namespace: dict = {"__name__": f"solution_{lesson_id}", **(preset or {})}
+
+    def run(source: str | ast.Module) -> None:
+        exec(compile(source, path.name, "exec", dont_inherit=True), namespace)  # no __future__ from here
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(coursekit.checks, "setup_checks", lambda: None)
+        for cell in notebook["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] != "code" or source.lstrip().startswith("%%"):
+                continue
+            if not _has_top_level_await(source):
+                run(source)
+            elif preset is not None:
+                for statement in ast.parse(source).body:
+                    if not _has_top_level_await(ast.unparse(statement)):
+                        run(ast.Module(body=[statement], type_ignores=[]))
+            if until is not None and until in namespace:
+                break
+    return namespace
+
+
 @pytest.fixture
 def anyio_backend():
     return "asyncio"

@@ -37,6 +37,8 @@ def _is_course_notebook(path: Path, root: Path) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
+    if not config.pluginmanager.hasplugin("nbval"):  # -p no:nbval, or not installed: no nbval items
+        return
     try:
         from nbval.plugin import IPyNbCell
     except ImportError:  # nbval absent: nothing to extend

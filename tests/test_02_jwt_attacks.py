@@ -12,9 +12,7 @@ key unless development is chosen explicitly.
 
 from __future__ import annotations
 
-import ast
 import base64
-import inspect
 import json
 import secrets
 from collections.abc import Callable
@@ -23,35 +21,13 @@ from typing import Any
 
 import jwt
 import pytest
-import coursekit.checks
 from coursekit import app_client
-from tests.conftest import ROOT
-
-SOLUTION = ROOT / "solutions" / "02_jwt_authentication.ipynb"
-
-
-def _has_top_level_await(source: str) -> bool:
-    code = compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-    return bool(code.co_flags & inspect.CO_COROUTINE)
-
-
-def solution_namespace() -> dict[str, Any]:
-    """Run the solution's definition cells; return their globals."""
-    notebook = json.loads(SOLUTION.read_text(encoding="utf-8"))
-    namespace: dict[str, Any] = {"__name__": "solution_02"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(coursekit.checks, "setup_checks", lambda: None)
-        for cell in notebook["cells"]:
-            source = "".join(cell["source"])
-            if cell["cell_type"] != "code" or source.lstrip().startswith("%%") or _has_top_level_await(source):
-                continue
-            exec(compile(source, SOLUTION.name, "exec", dont_inherit=True), namespace)  # no __future__ from here
-    return namespace
+from tests.conftest import solution_namespace
 
 
 @pytest.fixture(scope="module")
 def ns() -> dict[str, Any]:
-    return solution_namespace()
+    return solution_namespace("02")
 
 
 @pytest.fixture(scope="module")

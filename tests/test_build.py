@@ -5,7 +5,17 @@ import subprocess
 
 import pytest
 
-from coursekit.build import MarkerError, build, exercise_from_solution, reset, sources_digest, stub_source
+from coursekit.build import (
+    COLLAPSED_INPUT,
+    HINT_IMPORT,
+    MarkerError,
+    build,
+    exercise_from_solution,
+    exercise_note,
+    reset,
+    sources_digest,
+    stub_source,
+)
 from coursekit.manifest import lessons
 from tests.conftest import write_notebook
 
@@ -155,3 +165,50 @@ def test_generated_exercises_are_valid_notebooks():
     for lesson in lessons():
         nbformat.validate(nbformat.reads(lesson.exercise.read_text(), as_version=4))
         assert json.loads(lesson.exercise.read_text())["metadata"]["course"]["lesson"] == lesson.id
+
+
+def test_check_cells_open_collapsed_the_intro_says_how_to_expand_and_hint_is_imported():
+    setup = "import pytest\n\ndef setup_checks():  # stands for coursekit's (which needs IPython)\n    pass\n\nsetup_checks()\nx = 1\n"
+    checks = "%%ipytest\n\ndef test_adds():\n    assert add(1, 2) == 3\n"
+    solution = {
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# 07 · Exercise\n\nThe task.\n"},
+            {"cell_type": "code", "metadata": {}, "source": setup, "outputs": [], "execution_count": 1},
+            {"cell_type": "code", "metadata": {}, "source": SOLUTION_CELL, "outputs": [], "execution_count": 2},
+            {"cell_type": "code", "metadata": {"tags": ["checks"]}, "source": checks, "outputs": [], "execution_count": 3},
+        ],
+        "metadata": {},
+    }
+    intro, setup_cell, answer, check_cell = exercise_from_solution(solution, "07", "solutions/07_x.ipynb")["cells"]
+    assert check_cell["metadata"] == {"tags": ["checks"], **COLLAPSED_INPUT}
+    assert check_cell["source"] == checks.rstrip("\n")  # expanded, the check reads as written
+    assert answer["metadata"] == {} and setup_cell["metadata"] == {} and intro["metadata"] == {}
+    assert intro["source"] == "# 07 · Exercise\n\nThe task." + exercise_note("07")
+    assert "click" in intro["source"] and "`course hint 07`" in intro["source"] and "`hint()`" in intro["source"]
+    assert setup_cell["source"] == setup.rstrip("\n").replace("setup_checks()\n", f"setup_checks()\n{HINT_IMPORT}\n")
+    namespace: dict = {}
+    exec(setup_cell["source"], namespace)  # the cell still runs, and defines hint
+    assert callable(namespace["hint"])
+
+
+@pytest.mark.parametrize("lesson", lessons(), ids=[lesson.stem for lesson in lessons()])
+def test_every_committed_exercise_opens_its_checks_collapsed_and_offers_hint(lesson):
+    from coursekit.runner import _is_check_cell
+
+    cells = json.loads(lesson.exercise.read_text())["cells"]
+    checks = [cell for cell in cells if _is_check_cell(cell)]
+    name = lesson.exercise.name
+    assert checks and all(cell["metadata"].get("jupyter") == COLLAPSED_INPUT["jupyter"] for cell in checks), (
+        f"{name}: every check cell must open collapsed: run `course build`"
+    )
+    assert not [cell for cell in cells if "jupyter" in cell["metadata"] and not _is_check_cell(cell)], (
+        f"{name}: only check cells are collapsed"
+    )
+    first_markdown = next(cell for cell in cells if cell["cell_type"] == "markdown")
+    assert "".join(first_markdown["source"]).endswith(exercise_note(lesson.id)), (
+        f"{name}: the first markdown cell must end with the note on expanding checks and hints: run `course build`"
+    )
+    setup = [cell for cell in cells if "".join(cell["source"]).count(HINT_IMPORT) == 1]
+    assert len(setup) == 1 and "setup_checks()" in "".join(setup[0]["source"]), (
+        f"{name}: `hint` is imported after `setup_checks()` when the solution calls it on a line of its own"
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from coursekit.manifest import FOLDERS, lessons
-from coursekit.runner import notebook_check_ids, read_notebook
+from coursekit.build import COLLAPSED_INPUT
+from coursekit.runner import _is_check_cell, notebook_check_ids, read_notebook
 from tests.conftest import ROOT
 
 LESSONS = lessons(ROOT)
@@ -46,7 +47,12 @@ def test_committed_notebooks_are_clean(folder):
         assert notebook["metadata"]["kernelspec"]["name"] == "python3"
         code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
         for cell in notebook["cells"]:
-            assert set(cell["metadata"]) <= {"tags"}, f"{path.name}: cell metadata {cell['metadata']}"
+            # the one exception: an exercise's check cells open collapsed (coursekit.build), nothing else
+            collapsed = folder == "exercises" and _is_check_cell(cell)
+            extra = COLLAPSED_INPUT if collapsed else {}
+            assert {k: v for k, v in cell["metadata"].items() if k != "tags"} == extra, (
+                f"{path.name}: cell metadata {cell['metadata']}" + (f", expected {extra}" if collapsed else "")
+            )
         outputs = [o for c in code for o in c["outputs"]]
         if folder == "exercises":
             assert not outputs and all(c["execution_count"] is None for c in code), f"{path.name} has outputs"

@@ -4,13 +4,18 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 
 import pytest
+from packaging.markers import Marker
 
 from tests.conftest import ROOT
 
-PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)(?:\[[a-z0-9,_-]+\])?==(?P<version>[A-Za-z0-9.+!-]+)$")
+PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9._-]+)(?:\[[a-z0-9,_-]+\])?==(?P<version>[A-Za-z0-9.+!-]+)"
+    r"(?:\s*;\s*(?P<marker>.+))?$"  # an environment marker: uvloop is not built for Windows
+)
 
 
 def pins() -> dict[str, str]:
+    """Pinned name -> version, for the pins that apply to this machine (their marker holds)."""
     found = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.strip()
@@ -20,7 +25,8 @@ def pins() -> dict[str, str]:
         assert match, f"requirements.txt: {line!r} is not an exact `name==version` pin"
         name = re.sub(r"[-_.]+", "-", match["name"]).lower()
         assert name not in found, f"{name} is pinned twice"
-        found[name] = match["version"]
+        if match["marker"] is None or Marker(match["marker"]).evaluate():
+            found[name] = match["version"]
     return found
 
 

@@ -3,8 +3,8 @@
 - verbatim: at most 25% of an exercise's non-trivial solution lines appear as-is in its lesson
   (stripped lines longer than 12 characters, comments excluded), so copying the lesson is not
   enough;
-- no answer in a message: no solution line of 20+ characters inside any string of a check cell
-  or in a stub's hint;
+- no answer in a message: no solution line of 20+ characters inside any string of a check cell,
+  in a stub's hint or in the exercise's hints file (solutions/hints/NN_slug.toml);
 - every exercise has a corpus (tests/corpus/NN_slug.toml): at least 12 wrong answers that reach
   every answer region and name existing checks, and at least 3 right answers. The warm-up
   exercise 00 has a smaller one. The corpus entries themselves run in tests/corpus (conftest.py).
@@ -17,6 +17,7 @@ import pytest
 
 from coursekit.build import BEGIN, END
 from coursekit.corpus import corpus_path, load, regions_of
+from coursekit.hints import hints_path, load_hints
 from coursekit.manifest import lessons
 from coursekit.runner import _is_check_cell, _source, notebook_check_ids, read_notebook
 from tests.conftest import ROOT
@@ -73,6 +74,8 @@ def test_no_check_message_or_hint_holds_the_answer(lesson):
     texts = [text for cell in notebook["cells"] if _is_check_cell(cell) for text in strings_in(_source(cell))]
     texts += [match.group("hint") or "" for source in code_sources(notebook)
               for match in map(BEGIN.match, source.splitlines()) if match]
+    if hints_path(lesson).is_file():  # a missing file is test_hints.py's to report
+        texts += [text for hints in load_hints(lesson).values() for text in hints]
     leaks = sorted({line for line in answer for text in texts if line in text})
     assert not leaks, f"solution code shown to the learner in a check message or hint: {leaks}"
 

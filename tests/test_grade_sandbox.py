@@ -161,17 +161,74 @@ for fd in os.listdir("/proc/1/fd"):
             outcomes.add(type(exc).__name__)
 raise RuntimeError(f"pid 1: {{sorted(outcomes)}}")
 '''],
+    # what is visible of bwrap (pid 1) and the harness, and what outlives the notebook (one kernel)
+    "probes_and_persists": ['''
+import os, re, subprocess, site, sys, pathlib
+leaks, persisted = [], []
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    for part in ("environ", "cmdline"):
+        try:
+            text = open(f"/proc/{{pid}}/{{part}}", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if "GRADER" in text or {env_secret!r} in text or re.search(r"[0-9a-f]{{64}}", text):
+            leaks.append(f"{{pid}}/{{part}}")
+mounts = [line.split()[4] for line in open("/proc/self/mountinfo")]
+for target in (pathlib.Path(site.getsitepackages()[0], "zz_persist.pth"), pathlib.Path(sys.prefix, "persist-97.txt"),
+               pathlib.Path("/dev/persist-97.txt"), pathlib.Path({course_checks!r}).parent / "persist-97.txt"):
+    try:
+        target.write_text("import os; os.system('touch /tmp/pwned')\\n")
+        persisted.append(f"written {{target}}")
+    except OSError as exc:
+        persisted.append(type(exc).__name__)
+startup = pathlib.Path.home() / ".ipython/profile_default/startup"
+startup.mkdir(parents=True, exist_ok=True)
+(startup / "00-persist.py").write_text("open('/tmp/startup-ran', 'w')")
+# a daemon that would tamper with the next submission: detached, in its own session
+subprocess.Popen(["/bin/sleep", "98.75"], start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+sizes = [os.statvfs(p).f_blocks * os.statvfs(p).f_frsize // 2**20 for p in ("/dev/shm", "/tmp")]
+raise RuntimeError(f"leaks: {{leaks}}; persisted: {{persisted}}; RAM disks MB: {{sizes}}; mounts: {{sorted(set(mounts))}}")
+'''],
+    # rewrites every check cell before it runs (an IPython input transformer): reads the cell's
+    # nonce and canary from its source and displays a "genuine" payload; no check name needed
+    "transforms_checks": ['''
+import re
+def forge(lines):
+    src = "".join(lines)
+    if not src.lstrip().startswith("%%ipytest"):
+        return lines
+    nonce = re.search(r"--course-nonce=(\\w+)", src).group(1)
+    canaries = re.findall(r"def (test_\\w+)\\(\\):\\n    assert \\d+ == 0, '(\\w+)'", src)
+    results = [{{"id": n, "status": "failed", "message": m}} for n, m in canaries]
+    results += [{{"id": n, "status": "passed", "message": ""}} for n in re.findall(r"def (test_\\w+)\\(", src)
+                if n not in dict(canaries)]
+    payload = {{"application/vnd.course.check-results+json": {{"nonce": nonce, "results": results}}}}
+    return [f"from IPython.display import display\\ndisplay({{payload!r}}, raw=True)\\n"]
+get_ipython().input_transformers_cleanup.insert(0, forge)
+'''],
+    # a Test class of its own with methods named as the checks, passing, after a placeholder that
+    # keeps the name's place (pytest reports it after the real check); ipytest's clean-up disabled
+    "shadows_checks": ['''
+import ipytest, ipytest._impl
+ipytest.clean = ipytest._impl.clean = lambda *args, **kwargs: None
+def test_adds(): pass
+def test_adds_negatives(): pass
+class TestShadow:
+    def test_adds(self): pass
+    def test_adds_negatives(self): pass
+    def test_\u0430dds(self): pass  # a lookalike name (Cyrillic a): no check of the course's
+'''],
 }
 # Those whose add() is right: anything but 2/2 would be the sandbox breaking an honest answer.
-RIGHT_ANSWER = {"honest", "escapes", "fork_bomb"}
+RIGHT_ANSWER = {"honest", "escapes", "fork_bomb", "probes_and_persists"}
 
 
-def _sleepers() -> list[str]:
-    """Processes on this machine running the fork bomb's `sleep 97.25`."""
+def _sleepers(mark: bytes = b"97.25") -> list[str]:
+    """Processes on this machine running the fork bomb's `sleep 97.25` (or another mark)."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"97.25" in cmdline.read_bytes():
+            if mark in cmdline.read_bytes():
                 found.append(str(cmdline))
         except OSError:
             pass
@@ -183,14 +240,17 @@ def graded(tmp_path_factory):
     base = tmp_path_factory.mktemp("grade")
     course = base / "course"
     (course / "solutions").mkdir(parents=True)
-    (course / "course.toml").write_text('[[lesson]]\nid = "00"\nslug = "mini"\ntitle = "Mini"\nsummary = "Two checks."\n')
+    (course / "course.toml").write_text('[[lesson]]\nid = "00"\nslug = "mini"\ntitle = "Mini"\nsummary = "Two checks."\n'
+                                        '[[lesson]]\nid = "01"\nslug = "other"\ntitle = "Other"\nsummary = "One check."\n')
+    write_notebook(course / "solutions/01_other.ipynb", [("code", SETUP), ("code", "%%ipytest\n\ndef test_hard():\n    assert False\n")])
     course_checks = write_notebook(course / "solutions/00_mini.ipynb", [("code", SETUP), ("code", ANSWER), ("code", CHECKS)])
     grader_home = base / "home"
     grader_home.mkdir()
     (grader_home / "secret.txt").write_text(SECRET)
     submissions = base / "submissions"
     paths = {"outside": str(base / "outside.txt"), "sibling": str(submissions / "00_mini-honest.ipynb"),
-             "course_checks": str(course_checks), "csv_path": str(base / "grades.csv"), "grader_home": str(grader_home)}
+             "course_checks": str(course_checks), "csv_path": str(base / "grades.csv"), "grader_home": str(grader_home),
+             "env_secret": ENV_SECRET}
     for name, hostile in HOSTILE.items():
         answer = ANSWER if name in RIGHT_ANSWER else WRONG
         cells = [("code", SETUP), ("code", answer)] + [("code", h.format(**paths)) for h in hostile] + [("code", CHECKS)]
@@ -202,7 +262,8 @@ def graded(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     rows = {Path(r["notebook"]).stem.split("-", 1)[1]: r for r in csv.DictReader(open(paths["csv_path"]))}
     return {"rows": rows, "before": before, "paths": paths, "csv_text": Path(paths["csv_path"]).read_text(),
-            "stdout": done.stdout, "sleepers_after": _sleepers()}
+            "stdout": done.stdout, "sleepers_after": _sleepers(), "daemons_after": _sleepers(b"98.75"),
+            "shm_after": sorted(os.listdir("/dev/shm"))}
 
 
 def test_every_submission_gets_a_row_and_the_honest_one_scores_fully(graded):
@@ -324,3 +385,142 @@ def test_unsafe_no_sandbox_is_loud_and_grades_the_same(graded, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "2/2 checks passed" in done.stdout
     assert done.stderr.count("WARNING --unsafe-no-sandbox") == 2
+
+
+
+def test_bwrap_and_the_harness_show_no_secret_and_nothing_persists(graded):
+    """bwrap's own process (pid 1) once kept the grader's whole environment, readable in
+    /proc/1/environ; the HMAC key travels on stdin, never in an argv or environment."""
+    row = graded["rows"]["probes_and_persists"]
+    assert ENV_SECRET not in graded["csv_text"]
+    assert "leaks: []" in row["problem"], row["problem"]
+    # the venv, its site-packages (.pth) and /dev are read-only, the course is absent; /dev/shm and /tmp are
+    # the sandbox's own RAM disks, each bounded by --disk-mb (--dev's tmpfs was half the RAM, writable)
+    assert "persisted: ['OSError', 'OSError', 'OSError', 'FileNotFoundError']" in row["problem"], row["problem"]
+    assert "RAM disks MB: [48, 48]" in row["problem"], row["problem"]
+    assert "persist-97.txt" not in graded["shm_after"]
+    assert not list(Path(sys.prefix).rglob("zz_persist.pth")) and not (Path(sys.prefix) / "persist-97.txt").exists()
+    assert "/home" not in row["problem"].split("mounts: ")[1]  # no folder of the grader's is mounted
+    assert graded["daemons_after"] == []  # its detached daemon died with its sandbox
+    assert row["passed"] == "2"
+
+
+def test_a_startup_file_or_daemon_of_one_submission_does_not_reach_the_next(graded):
+    """Every sandbox has its own /tmp (HOME, IPython's startup folder): nothing one writes there
+    runs in another's kernel. The honest rows still score fully, with no problem."""
+    for name in ("honest", "escapes", "probes_and_persists"):
+        assert graded["rows"][name]["passed"] == "2"
+    assert not Path("/tmp/startup-ran").exists() and not Path("/tmp/pwned").exists()
+
+
+def test_checks_rewritten_before_they_run_are_flagged_for_review(graded):
+    """OPEN (README, "does not guarantee"): code in the kernel sees each check cell's nonce and
+    canary before it runs, so an input transformer can replace the cell with a forged payload and
+    the score cannot be trusted. What the grader does: flag the row for review by hand, naming the
+    kernel internals the solution never uses."""
+    row = graded["rows"]["transforms_checks"]
+    assert row["passed"] == "2"  # its add() is wrong: the forged score stands (README says so); fixing it updates this line
+    assert "review by hand: its code uses get_ipython, input_transformers" in row["problem"], row["problem"]
+    assert "a passed check may be forged" in row["problem"]
+    assert graded["rows"]["honest"]["problem"] == ""  # the solution's own code raises no flag
+
+
+def test_a_test_of_the_same_name_as_a_check_counts_as_the_worst_of_the_two(graded):
+    """Once the last report of a name won: the submission's passing twin scored 2/2 on a wrong add()."""
+    row = graded["rows"]["shadows_checks"]
+    assert (row["passed"], row["test_adds"], row["test_adds_negatives"]) == ("0", "failed", "failed"), row
+    assert "test_adds was reported 2 times" in row["problem"], row["problem"]
+    assert not any("dds" in column for column in row if column not in ("test_adds", "test_adds_negatives"))
+
+
+def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(graded, tmp_path):
+    """Its own short batch (the shared one's 60 s would cost the suite a minute of waiting). The
+    last cell's timeout is the seconds left, which nbclient once refused as a float (TraitError): the
+    harness crashed and the row said only "without results"."""
+    course = Path(graded["paths"]["course_checks"]).parent.parent
+    write_notebook(tmp_path / "00_mini-sleeper.ipynb",
+                   [("code", SETUP), ("code", ANSWER)] + [("code", "import time\ntime.sleep(3.5)")] * 4 + [("code", CHECKS)])
+    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", str(tmp_path), "--csv", str(tmp_path / "g.csv"),
+                           "--cell-timeout", "4", "--timeout", "8"], cwd=ROOT, env={**os.environ, "COURSE_ROOT": str(course)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    row = next(csv.DictReader(open(tmp_path / "g.csv")))
+    # the total ends it: its next cell is not run, or is cut to the seconds left (then interrupted)
+    assert "exceeded the time limit" in row["problem"], row["problem"]
+    assert "time limit (8 s) was used up" in row["problem"] or "interrupted" in row["problem"], row["problem"]
+    assert "without results" not in row["problem"]
+    assert row["passed"] == "0" and row["test_adds"] == "error"
+
+
+# Hostile notebook FILES: refused by the grader before any kernel starts, each in its own row.
+FORMULA = "=cmd|' -C calc'!A0-00_mini.ipynb"  # DDE; a file name has no "/"
+# a name has no "/": U+2215, a lookalike
+FORGED_LINE = "\x1b[1A\x1b[2K\u202e00_mini-honest.ipynb: 2\u22152 checks passed"
+
+
+@pytest.fixture(scope="module")
+def refused(graded, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("files")
+    course = Path(graded["paths"]["course_checks"]).parent.parent
+    honest = Path(graded["paths"]["sibling"])
+    (folder / "00_mini-link.ipynb").symlink_to(course / "solutions/00_mini.ipynb")  # the solution itself
+    os.mkfifo(folder / "00_mini-fifo.ipynb")  # read as a file, it would block the grader forever
+    with open(folder / "00_mini-huge.ipynb", "wb") as handle:
+        handle.truncate(3 * 2**30)  # 3 GB, sparse: costs no disk
+    (folder / "00_mini-cells.ipynb").write_text(json.dumps({"cells": [{"cell_type": "raw", "source": ""}] * 400_000}))
+    (folder / "00_mini-list.ipynb").write_text("[]")  # once aborted the whole batch with a traceback
+    (folder / "00_mini-badmeta.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": "01"}}))
+    (folder / "00_mini-dotdot.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": {"lesson": "../../etc"}}}))
+    (folder / "00_mini-badcell.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": 7}]}))
+    (folder / "00_mini-invalid.ipynb").write_text('{"cells": [')
+    other = json.loads(honest.read_text())
+    other["metadata"]["course"] = {"lesson": "00"}  # a lesson-01 submission asking for lesson 00's checks
+    (folder / "01_other-easier.ipynb").write_text(json.dumps(other))
+    (folder / FORMULA).write_text("[]")
+    (folder / f"00_mini-x{FORGED_LINE}\n.ipynb").write_text("[]")
+    (folder / os.fsdecode(b"00_mini-latin1-caf\xe9.ipynb")).write_text("[]")  # not UTF-8: once lost the whole CSV
+    env = {**os.environ, "COURSE_ROOT": str(course), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", ".", "--csv", str(folder.parent / "files.csv")],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(folder.parent / "files.csv", encoding="utf-8")))
+    return {"rows": {r["notebook"].split("-")[-1].removesuffix(".ipynb"): r for r in rows}, "raw": rows,
+            "stdout": done.stdout, "csv_text": (folder.parent / "files.csv").read_text(encoding="utf-8"),
+            "files": len(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("name, why", [
+    ("link", "a symbolic link, not a notebook file: not followed"),
+    ("fifo", "not a regular file"),
+    ("huge", "3072 MB, larger than a notebook may be (16 MB)"),
+    ("cells", "400000 cells, more than a notebook may have (2000)"),
+    ("list", "not a notebook (no list of cells)"),
+    ("badcell", "cell 1 is not a notebook cell"),
+    ("invalid", "not a readable notebook"),
+    ("easier", "its metadata says lesson 00 but its file name says lesson 01"),
+])
+def test_a_hostile_notebook_file_is_refused_in_its_own_row(refused, name, why):
+    row = refused["rows"][name]
+    assert why in row["problem"], row["problem"]
+    assert (row["passed"], row["total"]) == ("0", "0")
+
+
+@pytest.mark.parametrize("name", ["badmeta", "dotdot"])
+def test_metadata_that_is_no_lesson_falls_back_to_the_name(refused, name):
+    # {"course": "01"} once aborted the batch; a path is no lesson id (only the manifest's ids are)
+    assert refused["rows"][name]["lesson"] == "00"
+
+
+def test_a_file_name_that_is_not_utf8_keeps_the_csv(refused):
+    assert refused["rows"]["caf\\udce9"]["problem"].endswith("not a notebook (no list of cells)")
+    assert len(refused["raw"]) == refused["files"] == 13  # every file of the folder has its row
+
+
+def test_file_names_and_messages_cannot_forge_a_row_or_a_formula(refused):
+    # one stdout line per submission plus "wrote": a newline in a name makes no extra row
+    assert len(refused["stdout"].splitlines()) == len(refused["raw"]) + 1
+    assert "\x1b" not in refused["stdout"] + refused["csv_text"] and "\u202e" not in refused["stdout"] + refused["csv_text"]
+    assert "\\x1b[1A" in refused["stdout"] and "\\x0a" in refused["stdout"]  # shown escaped, not lost
+    formula = [r for r in refused["raw"] if "calc" in r["notebook"]]
+    assert len(formula) == 1 and formula[0]["notebook"] == "'" + FORMULA
+    assert not any(value.startswith(("=", "+", "-", "@")) for r in refused["raw"] for value in r.values())

@@ -64,3 +64,23 @@ def test_jupyterlab_serves_the_start_notebook(tmp_path):
             server.kill()
             server.wait()
     assert server.returncode is not None
+
+
+def test_jupyterlab_opens_a_cell_collapsed_from_its_source_hidden_metadata():
+    """The key the generated exercises carry (coursekit.build.COLLAPSED_INPUT), read in the installed
+    JupyterLab's own code: a cell loads its collapse state from metadata "jupyter" -> "source_hidden".
+    An upgrade that reads another key fails here, not silently in every learner's exercise.
+    (Seen in a browser on JupyterLab 4.6: exercise 00's check cell opens as the line "%%ipytest ⋯".)"""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from coursekit.build import COLLAPSED_INPUT
+
+    loader = re.compile(r'loadCollapseState\(\)\{.{0,200}?getMetadata\("jupyter"\).{0,120}?\.source_hidden', re.S)
+    # largest first: the cells' code is in the core bundle, and the search stops at the first match
+    bundles = sorted((Path(importlib.util.find_spec("jupyterlab").origin).parent / "static").glob("*.js"), key=lambda p: -p.stat().st_size)
+    texts = (path.read_bytes() for path in bundles)
+    found = any(b"loadCollapseState" in text and loader.search(text.decode("utf-8", "replace")) for text in texts)
+    assert found, "the installed JupyterLab no longer loads a cell's collapse state from jupyter.source_hidden"
+    assert COLLAPSED_INPUT == {"jupyter": {"source_hidden": True}}

@@ -4,7 +4,9 @@ JupyterLab is started with start.py's own command (`start.jupyter_command`, what
 execs after its setup) on a copy of the course in a temporary folder, so no notebook of the
 repository is touched. Headless Chromium then opens lesson 00 and runs Run > Run All Cells: every
 code cell must run, in order, with no error output. Then File > Open from Path: the exercise's
-check cell must read "… not started", the solution's "✔ passed". The screenshot of the solution is
+check cell must read "… not started" (the cell opened collapsed, its code shown by a click), and
+`hint()` typed in a new cell must give the first hint (the kernel knows its notebook); the
+solution's "✔ passed". The screenshot of the solution is
 kept in build/test-artifacts/. The server, its kernels and the browser are stopped, always.
 """
 
@@ -147,10 +149,32 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
             assert page.evaluate(ERROR_OUTPUTS, panel) == [], "lesson 00 shows an error or stderr output"
 
             open_from_path(page, EXERCISE)
+            # quieter exercises (coursekit.build): the check cell opens as one line, and a click on it shows
+            # the checks' code (a collapsed cell has no prompt to read, so it is expanded before Run All)
+            panel = notebook_ready(page, EXERCISE, code_cells(root / EXERCISE))
+            check_cell = page.locator(f"{panel} .jp-CodeCell").last
+            placeholder = check_cell.locator(".jp-InputPlaceholder")
+            assert placeholder.text_content().strip() == "%%ipytest", "the exercise's check cell did not open collapsed"
+            assert check_cell.locator(".cm-content").count() == 0, "a collapsed check cell shows its editor"
+            placeholder.locator(".jp-Placeholder-content").click()
+            check_cell.locator(".cm-content", has_text="def test_hello_greets_by_name").wait_for(timeout=10_000)
             panel, _ = run_all_cells(page, EXERCISE, code_cells(root / EXERCISE), 120)
             exercise_checks = page.evaluate(LAST_OUTPUT, panel)
             assert "… test_hello_greets_by_name: not started" in exercise_checks, exercise_checks
             assert "passed" not in exercise_checks.replace("not started", ""), exercise_checks
+            # hint() in a new cell: JupyterLab names the notebook to its kernel, so hint() knows the exercise
+            check_cell.locator(".jp-OutputArea").click()
+            for key in ("Escape", "b", "Enter"):
+                page.keyboard.press(key)
+            page.keyboard.type("hint()")
+            page.keyboard.press("Enter")
+            page.keyboard.type("print(__session__)")  # how it knows (ipykernel stores JPY_SESSION_NAME there)
+            page.keyboard.press("Control+Enter")
+            hinted = page.locator(f"{panel} .jp-CodeCell").last.locator(".jp-OutputArea")
+            hinted.filter(has_text="Hint 1 of").wait_for(timeout=60_000)
+            hint_text = hinted.text_content()
+            assert "Exercise 00: the first check not passed is test_hello_greets_by_name" in hint_text, hint_text
+            assert hint_text.rstrip().endswith(str(root / EXERCISE)), hint_text
 
             open_from_path(page, SOLUTION)
             cells = code_cells(root / SOLUTION)

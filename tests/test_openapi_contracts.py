@@ -280,11 +280,17 @@ def app_12(ns, stack):
     return Target(ns["build_app"](), max_examples=10)
 
 
+def app_13(ns, stack):
+    asyncio.run(ns["setup_schema"]())  # the shop's tables and pgqueuer's schema, as the notebook's cell does
+    # Orders are taken (and their receipt jobs queued); no worker runs: the contract is the web app's.
+    return Target(ns["build_app"](ns["Settings"](database_url=ns["DSN"])), max_examples=10)
+
+
 # Lessons whose app needs PostgreSQL: a throw-away embedded server is handed to the solution's cells as `db`.
-ON_POSTGRES = {"07", "12"}
+ON_POSTGRES = {"07", "12", "13"}
 # The solution's cells run up to the one that defines this name: after it come clean-up cells that
 # stop `db` (07, 12) or cells that grade the learner's tests (09), which the app does not need.
-UNTIL = {"07": "build_app", "09": "build_app", "12": "queue_position"}
+UNTIL = {"07": "build_app", "09": "build_app", "12": "queue_position", "13": "build_app"}
 
 APPS: dict[str, Callable[[dict, ExitStack], Target | list[Target]]] = {
     "00": lambda ns, stack: Target(ns["build_app"]()),
@@ -300,6 +306,7 @@ APPS: dict[str, Callable[[dict, ExitStack], Target | list[Target]]] = {
     "11": app_11,
     "12": app_12,
     "07": app_07,
+    "13": app_13,
 }
 
 

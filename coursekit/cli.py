@@ -306,7 +306,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     _load.cache_clear()  # the course's manifest may have changed (a new lesson)
     if args.json and args.no_check:
         _out(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
-        return 0
+        return 1 if report.not_restored else 0
     say = (lambda text="": None) if args.json else _out
     say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
     if report.arrived:
@@ -321,6 +321,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     if report.replaced_runs:
         say("run and saved in JupyterLab, now the course's version (outputs only, no edit of yours): "
             + ", ".join(report.replaced_runs))
+    if report.not_restored:
+        say("NOT PUT BACK (your version is safe in the git ref below):")
+        for item in report.not_restored:
+            say(f"  {item}")
     say(f"everything as it was before: git ref {report.backup_ref} "
         f"(`git checkout {report.backup_ref} -- PATH` brings a file back)")
     drift = []
@@ -352,7 +356,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             say(f"drift: {len(drift)} check(s) that passed before the update do not pass now: " + ", ".join(drift))
     if args.json:
         _out(json.dumps({**report.to_json(), "checks": checked, "drift": drift}, indent=1, ensure_ascii=False))
-    return 0
+    return 1 if report.not_restored else 0
 
 
 def cmd_workshop_link(args: argparse.Namespace) -> int:

@@ -307,6 +307,11 @@ class Git:
             files[path.decode()] = meta.split()[2].decode()
         return files
 
+    def links(self, commit: str) -> set[str]:
+        """The paths of a commit that are symbolic links (mode 120000; their blob is the link's target)."""
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", commit).split(b"\0")
+        return {e.split(b"\t", 1)[1].decode() for e in filter(None, out) if e.startswith(b"120000 ")}
+
     def blob(self, sha: str | None) -> bytes | None:
         return None if sha is None else self.run("cat-file", "blob", sha)
 
@@ -354,6 +359,7 @@ class UpdateReport:
     replaced_runs: list[str] = field(default_factory=list)  # lessons run/saved, replaced by the course's
     # exercises the learner started and the course changed -> sha256 of the learner's file before
     merged_exercises: dict[str, str] = field(default_factory=dict)
+    not_restored: list[str] = field(default_factory=list)  # "path: why, and the git command that brings it back"
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -475,19 +481,42 @@ def update(root: Path) -> UpdateReport:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     git.run("reset", "--quiet", "--hard", upstream)
-    for path, data in writes.items():
-        target = root / path
-        if data is None:
-            target.unlink(missing_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    links = git.links(snapshot)
+    for path, data in writes.items():  # one path that cannot be written never stops the others
+        try:
+            _put_back(root / path, data, is_link=path in links)
+        except OSError as exc:
+            report.not_restored.append(f"{path}: could not be put back ({exc.strerror or exc}); "
+                                       f"`git checkout {report.backup_ref} -- {path}` brings it back")
     if not copies:
         report.attempts_dir = ""
     state = root / ".course" / "update.json"
     state.parent.mkdir(exist_ok=True)
     state.write_text(json.dumps({"when": stamp, **report.to_json()}, indent=1), encoding="utf-8")
     return report
+
+
+def _put_back(target: Path, data: bytes | None, is_link: bool) -> None:
+    """Write the learner's version of one path; a symbolic link (a `.venv` linked elsewhere) stays a
+    link, and nothing is ever written through a link into the file or folder it points to."""
+    if data is None:
+        target.unlink(missing_ok=True)
+        return
+    if is_link:
+        link_to = os.fsdecode(data)
+        if target.is_symlink() and os.readlink(target) == link_to:
+            return  # untracked, so `reset --hard` left it as it was
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_to, target)
+        return
+    if target.is_symlink():
+        target.unlink()
+    elif target.is_file() and target.read_bytes() == data:
+        return  # untracked, so `reset --hard` left it as it was
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
 
 
 def _merge_text(git: Git, mine: bytes, base: bytes, course: bytes) -> bytes | None:

@@ -426,3 +426,26 @@ def test_a_branch_that_follows_nothing_is_told_how_to_fix_it(upstream, tmp_path)
     done = course(learner, "update")
     assert done.returncode == 2 and "follows no branch of the course: `git branch --set-upstream-to=origin/main`" in done.stderr, done.stderr
     assert not git(learner, "for-each-ref", "refs/course/")  # refused before anything was made
+
+
+def test_untracked_symbolic_links_stay_links_and_never_stop_the_update(upstream, tmp_path):
+    """A `.venv` linked to a shared environment (a folder) and a link to a file outside the course:
+    both untracked, so git does not ignore the `.venv` link (`.venv/` matches folders only). The update
+    once wrote `.venv`'s blob through the link (IsADirectoryError, a traceback) after moving the
+    checkout, and every path after `.venv` (the learner's exercise) stayed only in the backup ref."""
+    bare, publish_v2 = upstream
+    learner = clone(bare, tmp_path / "learner")
+    shared_env, outside = tmp_path / "shared-venv", tmp_path / "outside.txt"
+    shared_env.mkdir()
+    outside.write_text("not the course's\n")
+    (learner / ".venv").symlink_to(shared_env)
+    (learner / "my_link.txt").symlink_to(outside)
+    learner_edits_exercise_03(learner)
+    publish_v2()
+
+    done = course(learner, "update", "--no-check")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "NOT PUT BACK" not in done.stdout
+    assert (learner / ".venv").is_symlink() and (learner / ".venv").resolve() == shared_env.resolve()
+    assert (learner / "my_link.txt").is_symlink() and outside.read_text() == "not the course's\n"
+    assert_learner_work_in_merged_03(learner)

@@ -363,13 +363,22 @@ def cmd_workshop_link(args: argparse.Namespace) -> int:
     from coursekit.workshop import binder_badge, binder_link, hub_link
 
     options = {"branch": args.branch, "folder": args.folder}
+    web = ("https://", "http://")
     if args.hub:
+        # a link without the scheme is relative: learners' browsers would open a page of the site it is posted on
+        if not args.hub.startswith(web):
+            raise CourseError(f"--hub {args.hub}: give the hub's full address, e.g. https://{args.hub.lstrip('/')}")
+        # the hub clones as each learner, with no keys of yours: an ssh address (git@...) cannot be cloned there
+        if not args.repo.startswith(web):
+            raise CourseError(f"--repo {args.repo}: give the course's public https:// git address (the hub clones it without your keys)")
         _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
     if args.repo.startswith("https://github.com/"):
         _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
         _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
     elif not args.hub:
         raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
+    else:
+        _out("Binder: no link (this command makes Binder links for a https://github.com/OWNER/REPO --repo only)")
     return 0
 
 
@@ -448,7 +457,7 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("workshop-link", help="(instructors) the nbgitpuller link for a JupyterHub, the Binder link")
     w.add_argument("--repo", required=True, help="the course's public git URL")
     w.add_argument("--hub", help="the JupyterHub's URL (https://hub.example.org)")
-    w.add_argument("--branch", default="main")
+    w.add_argument("--branch", default="main", help="the course's branch learners pull (main)")
     w.add_argument("--folder", default="fastapi-advanced-patterns", help="folder in each learner's home")
     w.set_defaults(func=cmd_workshop_link)
 

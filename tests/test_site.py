@@ -25,7 +25,7 @@ import pytest
 
 from coursekit.cli import main
 from coursekit.manifest import CourseError, lessons
-from coursekit.site import MARKER, MERMAID_JS, build_site, html_links, plan
+from coursekit.site import MARKER, MERMAID_JS, build_site, html_links, plan, uncommitted_notebooks
 from tests.browser import chromium_page, screenshot, skip_or_fail
 from tests.conftest import ROOT
 
@@ -183,3 +183,25 @@ def test_home_and_every_lesson_page_render_in_chromium_with_diagrams_plots_and_n
                 screenshot(page, "site_lesson_12_diagram.png")
     assert not problems, "\n".join(problems[:20])
     assert diagrams_seen >= len(LESSONS) and plots_seen >= 1, (diagrams_seen, plots_seen)
+
+
+def test_notebooks_changed_since_the_last_commit_are_named(tmp_path):
+    """The site shows the notebooks as they are on disk: `course site` in a learner's checkout once
+    published their attempt without a word (the README said "from the committed notebooks")."""
+    import subprocess
+
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "a",
+           "GIT_AUTHOR_EMAIL": "a@example.org", "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@example.org"}
+    assert uncommitted_notebooks(tmp_path) == []  # not a git checkout
+    for folder in ("notebooks", "exercises", "solutions"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "03_x.ipynb").write_text("{}")
+    (tmp_path / "notes.md").write_text("not a page")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "course"], cwd=tmp_path, check=True, env=env)
+    assert uncommitted_notebooks(tmp_path) == []
+    (tmp_path / "exercises" / "03_x.ipynb").write_text('{"cells": ["my attempt"]}')
+    (tmp_path / "notebooks" / "04_new.ipynb").write_text("{}")
+    (tmp_path / "notes.md").write_text("changed, not a page")
+    assert uncommitted_notebooks(tmp_path) == ["exercises/03_x.ipynb", "notebooks/04_new.ipynb"]

@@ -309,6 +309,8 @@ def cmd_update(args: argparse.Namespace) -> int:
         return 1 if report.not_restored else 0
     say = (lambda text="": None) if args.json else _out
     say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
+    if not report.arrived:
+        say("nothing new from the course: you already have its latest version (your files are as they were)")
     if report.arrived:
         say(f"from the course ({len(report.arrived)}): " + ", ".join(report.arrived))
     for title, items in (("your answers re-applied to the course's new cells:", report.reapplied),
@@ -462,7 +464,7 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_workshop_link)
 
     r = sub.add_parser("reset", help="fresh exercise; your attempt is kept in attempts/")
-    r.add_argument("lesson")
+    r.add_argument("lesson", help="lesson id (01) or stem")
     r.set_defaults(func=cmd_reset)
 
     rec = sub.add_parser("record", help="(authors) execute lesson + solution in place, rebuild the exercise")

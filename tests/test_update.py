@@ -449,3 +449,14 @@ def test_untracked_symbolic_links_stay_links_and_never_stop_the_update(upstream,
     assert (learner / ".venv").is_symlink() and (learner / ".venv").resolve() == shared_env.resolve()
     assert (learner / "my_link.txt").is_symlink() and outside.read_text() == "not the course's\n"
     assert_learner_work_in_merged_03(learner)
+
+
+def test_an_update_with_nothing_new_says_so(upstream, tmp_path):
+    bare, _ = upstream
+    learner = clone(bare, tmp_path / "learner")
+    learner_edits_exercise_03(learner)
+    before = (learner / "exercises/03_adding.ipynb").read_text()
+    done = course(learner, "update", "--no-check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nothing new from the course: you already have its latest version" in done.stdout
+    assert (learner / "exercises/03_adding.ipynb").read_text() == before

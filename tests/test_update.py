@@ -460,3 +460,33 @@ def test_an_update_with_nothing_new_says_so(upstream, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "nothing new from the course: you already have its latest version" in done.stdout
     assert (learner / "exercises/03_adding.ipynb").read_text() == before
+
+
+def test_an_update_that_stops_half_way_names_the_ref_holding_the_learners_work(upstream, tmp_path, monkeypatch, capsys):
+    """Whatever fails once the checkout has moved (here `git reset`, made to fail), the learner gets one
+    line naming the backup ref, not a traceback, and the ref holds their edited exercise."""
+    from coursekit import update as update_module
+    from coursekit.cli import main
+
+    bare, publish_v2 = upstream
+    learner = clone(bare, tmp_path / "learner")
+    learner_edits_exercise_03(learner)
+    mine = (learner / "exercises/03_adding.ipynb").read_text()
+    publish_v2()
+    real_run = update_module.Git.run
+
+    def reset_fails(self, *args, **kwargs):
+        if args[0] == "reset":
+            raise OSError(28, "No space left on device")
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(update_module.Git, "run", reset_fails)
+    for name, value in {**LEARNER_ENV, "COURSE_ROOT": str(learner)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(learner)
+    assert main(["update", "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("course: the update stopped (OSError:"), err
+    (ref,) = git(learner, "for-each-ref", "--format=%(refname)", "refs/course/").split()
+    assert f"your checkout is moved to the course's version; everything as it was before is in git ref {ref}" in err
+    assert git(learner, "show", f"{ref}:exercises/03_adding.ipynb") == mine

@@ -234,6 +234,13 @@ def _grade_one(path: Path, forced: Lesson | None, limits, sandboxed: bool) -> di
     return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
+def grade_csv_fields(rows: list[dict]) -> list[str]:
+    """The CSV's columns: the row's summary, then the checks in the exercise's order (the order of
+    its sections, as the learner met them), each lesson's after the previous one's."""
+    fields = ["notebook", "lesson", "passed", "total", "problem"]
+    return fields + list(dict.fromkeys(k for row in rows for k in row if k not in fields))
+
+
 def cmd_grade(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -265,8 +272,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         else:
             _out(f"{row['notebook']}: not graded: {row['problem']}")
     if args.csv:
-        fields = ["notebook", "lesson", "passed", "total", "problem"]
-        fields += sorted({k for row in rows for k in row} - set(fields))
+        fields = grade_csv_fields(rows)
         with open(args.csv, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             writer.writeheader()

@@ -234,6 +234,13 @@ def _grade_one(path: Path, forced: Lesson | None, limits, sandboxed: bool) -> di
     return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
+def grade_csv_fields(rows: list[dict]) -> list[str]:
+    """The CSV's columns: the row's summary, then the checks in the exercise's order (the order of
+    its sections, as the learner met them), each lesson's after the previous one's."""
+    fields = ["notebook", "lesson", "passed", "total", "problem"]
+    return fields + list(dict.fromkeys(k for row in rows for k in row if k not in fields))
+
+
 def cmd_grade(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -265,8 +272,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         else:
             _out(f"{row['notebook']}: not graded: {row['problem']}")
     if args.csv:
-        fields = ["notebook", "lesson", "passed", "total", "problem"]
-        fields += sorted({k for row in rows for k in row} - set(fields))
+        fields = grade_csv_fields(rows)
         with open(args.csv, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             writer.writeheader()
@@ -306,9 +312,11 @@ def cmd_update(args: argparse.Namespace) -> int:
     _load.cache_clear()  # the course's manifest may have changed (a new lesson)
     if args.json and args.no_check:
         _out(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
-        return 0
+        return 1 if report.not_restored else 0
     say = (lambda text="": None) if args.json else _out
     say(f"course update: {report.previous[:10]} -> {report.upstream[:10]}")
+    if not report.arrived:
+        say("nothing new from the course: you already have its latest version (your files are as they were)")
     if report.arrived:
         say(f"from the course ({len(report.arrived)}): " + ", ".join(report.arrived))
     for title, items in (("your answers re-applied to the course's new cells:", report.reapplied),
@@ -321,6 +329,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     if report.replaced_runs:
         say("run and saved in JupyterLab, now the course's version (outputs only, no edit of yours): "
             + ", ".join(report.replaced_runs))
+    if report.not_restored:
+        say("NOT PUT BACK (your version is safe in the git ref below):")
+        for item in report.not_restored:
+            say(f"  {item}")
     say(f"everything as it was before: git ref {report.backup_ref} "
         f"(`git checkout {report.backup_ref} -- PATH` brings a file back)")
     drift = []
@@ -352,20 +364,29 @@ def cmd_update(args: argparse.Namespace) -> int:
             say(f"drift: {len(drift)} check(s) that passed before the update do not pass now: " + ", ".join(drift))
     if args.json:
         _out(json.dumps({**report.to_json(), "checks": checked, "drift": drift}, indent=1, ensure_ascii=False))
-    return 0
+    return 1 if report.not_restored else 0
 
 
 def cmd_workshop_link(args: argparse.Namespace) -> int:
     from coursekit.workshop import binder_badge, binder_link, hub_link
 
     options = {"branch": args.branch, "folder": args.folder}
+    web = ("https://", "http://")
     if args.hub:
+        # a link without the scheme is relative: learners' browsers would open a page of the site it is posted on
+        if not args.hub.startswith(web):
+            raise CourseError(f"--hub {args.hub}: give the hub's full address, e.g. https://{args.hub.lstrip('/')}")
+        # the hub clones as each learner, with no keys of yours: an ssh address (git@...) cannot be cloned there
+        if not args.repo.startswith(web):
+            raise CourseError(f"--repo {args.repo}: give the course's public https:// git address (the hub clones it without your keys)")
         _out(f"JupyterHub (nbgitpuller): {hub_link(args.hub, args.repo, **options)}")
     if args.repo.startswith("https://github.com/"):
         _out(f"Binder: {binder_link(args.repo, branch=args.branch)}")
         _out(f"Binder badge: {binder_badge(args.repo, branch=args.branch)}")
     elif not args.hub:
         raise CourseError("give --hub URL (nbgitpuller link), or a https://github.com/... --repo (Binder link)")
+    else:
+        _out("Binder: no link (this command makes Binder links for a https://github.com/OWNER/REPO --repo only)")
     return 0
 
 
@@ -444,12 +465,12 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("workshop-link", help="(instructors) the nbgitpuller link for a JupyterHub, the Binder link")
     w.add_argument("--repo", required=True, help="the course's public git URL")
     w.add_argument("--hub", help="the JupyterHub's URL (https://hub.example.org)")
-    w.add_argument("--branch", default="main")
+    w.add_argument("--branch", default="main", help="the course's branch learners pull (main)")
     w.add_argument("--folder", default="fastapi-advanced-patterns", help="folder in each learner's home")
     w.set_defaults(func=cmd_workshop_link)
 
     r = sub.add_parser("reset", help="fresh exercise; your attempt is kept in attempts/")
-    r.add_argument("lesson")
+    r.add_argument("lesson", help="lesson id (01) or stem")
     r.set_defaults(func=cmd_reset)
 
     rec = sub.add_parser("record", help="(authors) execute lesson + solution in place, rebuild the exercise")

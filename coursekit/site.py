@@ -241,9 +241,30 @@ def build_site(root: Path | None = None, output: Path | None = None) -> SiteRepo
     return SiteReport(output, pages, time.perf_counter() - started)
 
 
+def uncommitted_notebooks(root: Path) -> list[str]:
+    """Notebooks of the course folder that differ from its last commit (a learner's attempt, an
+    author's unrecorded edit): the site shows the files as they are on disk, these included."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all", "--", "notebooks", "exercises", "solutions"],
+                              cwd=root, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []  # not a git checkout: nothing to compare with
+    entries = [e.decode(errors="replace") for e in done.stdout.split(b"\0") if e]
+    return sorted(e[3:] for e in entries if len(e) > 3 and e[3:].endswith(".ipynb"))
+
+
 def main(output: str | None = None) -> int:  # `course site`
+    from coursekit.manifest import course_root
+
     report = build_site(output=Path(output) if output else None)
     print(f"wrote {len(report.pages)} pages to {report.folder} ({report.size_bytes / 1e6:.1f} MB, "
           f"{report.seconds:.1f} s)")
+    if changed := uncommitted_notebooks(course_root()):
+        print(f"note: {len(changed)} page(s) show notebooks not committed (publish from a clean checkout): "
+              + ", ".join(changed))
     print(f"read it offline: python3 -m http.server --directory {report.folder} 8000, then open http://127.0.0.1:8000/")
     return 0

@@ -307,6 +307,11 @@ class Git:
             files[path.decode()] = meta.split()[2].decode()
         return files
 
+    def links(self, commit: str) -> set[str]:
+        """The paths of a commit that are symbolic links (mode 120000; their blob is the link's target)."""
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", commit).split(b"\0")
+        return {e.split(b"\t", 1)[1].decode() for e in filter(None, out) if e.startswith(b"120000 ")}
+
     def blob(self, sha: str | None) -> bytes | None:
         return None if sha is None else self.run("cat-file", "blob", sha)
 
@@ -354,6 +359,7 @@ class UpdateReport:
     replaced_runs: list[str] = field(default_factory=list)  # lessons run/saved, replaced by the course's
     # exercises the learner started and the course changed -> sha256 of the learner's file before
     merged_exercises: dict[str, str] = field(default_factory=dict)
+    not_restored: list[str] = field(default_factory=list)  # "path: why, and the git command that brings it back"
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -406,88 +412,121 @@ def update(root: Path) -> UpdateReport:
     report.backup_ref = BACKUP_REFS + stamp
     git.run("update-ref", report.backup_ref, snapshot)
 
-    # 2. the course's latest
-    git.run("fetch", "--quiet", remote)
-    upstream = git.text("rev-parse", tracking)
-    report.upstream, report.previous = upstream, head
+    moved = False  # True once the checkout is at the course's commit: the learner's work then lives in the ref
+    try:
+        # 2. the course's latest
+        git.run("fetch", "--quiet", remote)
+        upstream = git.text("rev-parse", tracking)
+        report.upstream, report.previous = upstream, head
 
-    mine, started, latest = git.tree(snapshot), git.tree(base), git.tree(upstream)
-    course_refs = [upstream] + ([old_upstream] if old_upstream else [])  # the course's history only
-    attempts = Path("attempts") / f"update-{stamp}"
-    report.attempts_dir = attempts.as_posix()
-    writes: dict[str, bytes | None] = {}  # what to put on disk after the checkout moved (None: remove)
-    copies: dict[str, bytes] = {}  # learner's versions kept in attempts/update-<stamp>/
+        mine, started, latest = git.tree(snapshot), git.tree(base), git.tree(upstream)
+        course_refs = [upstream] + ([old_upstream] if old_upstream else [])  # the course's history only
+        attempts = Path("attempts") / f"update-{stamp}"
+        report.attempts_dir = attempts.as_posix()
+        writes: dict[str, bytes | None] = {}  # what to put on disk after the checkout moved (None: remove)
+        copies: dict[str, bytes] = {}  # learner's versions kept in attempts/update-<stamp>/
 
-    def keep_copy(path: str, data: bytes) -> str:
-        copies[path] = data
-        return (attempts / path).as_posix()
+        def keep_copy(path: str, data: bytes) -> str:
+            copies[path] = data
+            return (attempts / path).as_posix()
 
-    for path in sorted(set(mine) | set(started) | set(latest)):
-        w, b, u = mine.get(path), started.get(path), latest.get(path)
-        if u is not None and u != b:
-            report.arrived.append(path)
-        if w == u or w == b:
-            continue  # nothing of the learner's here (or the same as the course's): the course's version
-        w_data = git.blob(w)
-        if path.startswith("exercises/") and path.endswith(".ipynb") and w and u:
-            handled = _update_exercise(git, path, w_data, git.blob(b), git.blob(u), report, writes, keep_copy)
-            if handled:
-                continue
-        if path.startswith(COURSE_NOTEBOOK_FOLDERS) and path.endswith(".ipynb") and w and u:
-            mine_src = sources(w_data)
-            if mine_src is not None and mine_src == sources(git.blob(u)):
+        for path in sorted(set(mine) | set(started) | set(latest)):
+            w, b, u = mine.get(path), started.get(path), latest.get(path)
+            if u is not None and u != b:
+                report.arrived.append(path)
+            if w == u or w == b:
+                continue  # nothing of the learner's here (or the same as the course's): the course's version
+            w_data = git.blob(w)
+            if path.startswith("exercises/") and path.endswith(".ipynb") and w and u:
+                handled = _update_exercise(git, path, w_data, git.blob(b), git.blob(u), report, writes, keep_copy)
+                if handled:
+                    continue
+            if path.startswith(COURSE_NOTEBOOK_FOLDERS) and path.endswith(".ipynb") and w and u:
+                mine_src = sources(w_data)
+                if mine_src is not None and mine_src == sources(git.blob(u)):
+                    if u == b:
+                        writes[path] = w_data  # run and saved; the course did not change it: keep the outputs
+                    else:
+                        report.replaced_runs.append(path)
+                    continue
+                if mine_src is not None and mine_src in published_sources(git, path, course_refs):
+                    report.replaced_runs.append(path)  # an older version of the course's, run and saved
+                    continue
                 if u == b:
-                    writes[path] = w_data  # run and saved; the course did not change it: keep the outputs
+                    writes[path] = w_data  # edited by the learner, unchanged by the course
                 else:
-                    report.replaced_runs.append(path)
+                    report.kept.append(f"{path}: you edited it; the course's new version is in place, yours is kept in {keep_copy(path, w_data)}")
                 continue
-            if mine_src is not None and mine_src in published_sources(git, path, course_refs):
-                report.replaced_runs.append(path)  # an older version of the course's, run and saved
+            if u == b:  # only the learner changed it (or added it, or deleted it): theirs stays
+                writes[path] = w_data
                 continue
-            if u == b:
-                writes[path] = w_data  # edited by the learner, unchanged by the course
+            if w is None:
+                report.kept.append(f"{path}: you had deleted it; the course changed it, so its new version is back")
+                continue
+            if u is None:
+                writes[path] = w_data
+                report.kept.append(f"{path}: the course removed it; your changed version stays")
+                continue
+            if b is None:
+                report.kept.append(f"{path}: the course added a file at this path; yours is kept in {keep_copy(path, w_data)}")
+                continue
+            merged = _merge_text(git, w_data, git.blob(b), git.blob(u)) if not path.endswith(".ipynb") else None
+            if merged is not None:
+                writes[path] = merged
+                report.kept.append(f"{path}: your changes and the course's merged (they touched different lines)")
             else:
-                report.kept.append(f"{path}: you edited it; the course's new version is in place, yours is kept in {keep_copy(path, w_data)}")
-            continue
-        if u == b:  # only the learner changed it (or added it, or deleted it): theirs stays
-            writes[path] = w_data
-            continue
-        if w is None:
-            report.kept.append(f"{path}: you had deleted it; the course changed it, so its new version is back")
-            continue
-        if u is None:
-            writes[path] = w_data
-            report.kept.append(f"{path}: the course removed it; your changed version stays")
-            continue
-        if b is None:
-            report.kept.append(f"{path}: the course added a file at this path; yours is kept in {keep_copy(path, w_data)}")
-            continue
-        merged = _merge_text(git, w_data, git.blob(b), git.blob(u)) if not path.endswith(".ipynb") else None
-        if merged is not None:
-            writes[path] = merged
-            report.kept.append(f"{path}: your changes and the course's merged (they touched different lines)")
-        else:
-            report.conflicts.append(f"{path}: you and the course both changed it; the course's version is in place, yours is kept in {keep_copy(path, w_data)}")
+                report.conflicts.append(f"{path}: you and the course both changed it; the course's version is in place, yours is kept in {keep_copy(path, w_data)}")
 
-    # 3. store the learner's copies first, then move the checkout, then put their work back
-    for path, data in copies.items():
-        target = root / attempts / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    git.run("reset", "--quiet", "--hard", upstream)
-    for path, data in writes.items():
-        target = root / path
-        if data is None:
-            target.unlink(missing_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    if not copies:
-        report.attempts_dir = ""
-    state = root / ".course" / "update.json"
-    state.parent.mkdir(exist_ok=True)
-    state.write_text(json.dumps({"when": stamp, **report.to_json()}, indent=1), encoding="utf-8")
+        # 3. store the learner's copies first, then move the checkout, then put their work back
+        for path, data in copies.items():
+            target = root / attempts / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        moved = True  # from here (even if reset fails half-way) the learner's files may differ from the snapshot
+        git.run("reset", "--quiet", "--hard", upstream)
+        links = git.links(snapshot)
+        for path, data in writes.items():  # one path that cannot be written never stops the others
+            try:
+                _put_back(root / path, data, is_link=path in links)
+            except OSError as exc:
+                report.not_restored.append(f"{path}: could not be put back ({exc.strerror or exc}); "
+                                           f"`git checkout {report.backup_ref} -- {path}` brings it back")
+        if not copies:
+            report.attempts_dir = ""
+        state = root / ".course" / "update.json"
+        state.parent.mkdir(exist_ok=True)
+        state.write_text(json.dumps({"when": stamp, **report.to_json()}, indent=1), encoding="utf-8")
+    except Exception as exc:  # a traceback would hide where the learner's work is
+        if not moved and isinstance(exc, CourseError):
+            raise
+        where = "your checkout is moved to the course's version; " if moved else "nothing of yours was changed; "
+        why = str(exc).removesuffix(" (nothing of yours was changed)")
+        raise CourseError(f"the update stopped ({type(exc).__name__}: {why}); {where}everything as it was before is "
+                          f"in git ref {report.backup_ref}: `git checkout {report.backup_ref} -- PATH` brings a file back") from exc
     return report
+
+
+def _put_back(target: Path, data: bytes | None, is_link: bool) -> None:
+    """Write the learner's version of one path; a symbolic link (a `.venv` linked elsewhere) stays a
+    link, and nothing is ever written through a link into the file or folder it points to."""
+    if data is None:
+        target.unlink(missing_ok=True)
+        return
+    if is_link:
+        link_to = os.fsdecode(data)
+        if target.is_symlink() and os.readlink(target) == link_to:
+            return  # untracked, so `reset --hard` left it as it was
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_to, target)
+        return
+    if target.is_symlink():
+        target.unlink()
+    elif target.is_file() and target.read_bytes() == data:
+        return  # untracked, so `reset --hard` left it as it was
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
 
 
 def _merge_text(git: Git, mine: bytes, base: bytes, course: bytes) -> bytes | None:

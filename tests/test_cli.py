@@ -166,6 +166,10 @@ def test_grade_a_folder_of_submissions(tmp_path):
     assert "carol.ipynb: 2/2 checks passed" in forced.stdout
     assert rows["ada-00_start_here.ipynb"]["passed"] == "2" and rows["ada-00_start_here.ipynb"]["total"] == "2"
     assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"
+    # the check columns in the exercise's order (they were sorted by name: lesson 03's import checks landed
+    # between its API checks), so a row reads like the notebook
+    header = next(csv.reader(out.open()))
+    assert header == ["notebook", "lesson", "passed", "total", "problem", "test_hello_greets_by_name", "test_hello_defaults_to_world"]
 
 
 @needs_bwrap

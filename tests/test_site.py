@@ -24,7 +24,7 @@ import pytest
 
 from coursekit.cli import main
 from coursekit.manifest import CourseError, lessons
-from coursekit.site import MARKER, build_site, html_links, mermaid_js, plan, vendored_mermaid
+from coursekit.site import MARKER, build_site, html_links, mermaid_js, plan, uncommitted_notebooks, vendored_mermaid
 from tests.browser import chromium_page, screenshot, skip_or_fail
 from tests.conftest import ROOT
 
@@ -233,3 +233,25 @@ def test_mermaid_is_fetched_once_from_the_pinned_tarball_and_a_tampered_one_is_r
     with pytest.raises(CourseError, match="does not match the integrity hash"):
         vendored_mermaid(tmp_path)
     assert not bundle.exists() and not list(bundle.parent.glob("*.partial"))  # nothing of it kept
+
+
+def test_notebooks_changed_since_the_last_commit_are_named(tmp_path):
+    """The site shows the notebooks as they are on disk: `course site` in a learner's checkout once
+    published their attempt without a word (the README said "from the committed notebooks")."""
+    import subprocess
+
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "a",
+           "GIT_AUTHOR_EMAIL": "a@example.org", "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@example.org"}
+    assert uncommitted_notebooks(tmp_path) == []  # not a git checkout
+    for folder in ("notebooks", "exercises", "solutions"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "03_x.ipynb").write_text("{}")
+    (tmp_path / "notes.md").write_text("not a page")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "course"], cwd=tmp_path, check=True, env=env)
+    assert uncommitted_notebooks(tmp_path) == []
+    (tmp_path / "exercises" / "03_x.ipynb").write_text('{"cells": ["my attempt"]}')
+    (tmp_path / "notebooks" / "04_new.ipynb").write_text("{}")
+    (tmp_path / "notes.md").write_text("changed, not a page")
+    assert uncommitted_notebooks(tmp_path) == ["exercises/03_x.ipynb", "notebooks/04_new.ipynb"]

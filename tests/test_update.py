@@ -426,3 +426,67 @@ def test_a_branch_that_follows_nothing_is_told_how_to_fix_it(upstream, tmp_path)
     done = course(learner, "update")
     assert done.returncode == 2 and "follows no branch of the course: `git branch --set-upstream-to=origin/main`" in done.stderr, done.stderr
     assert not git(learner, "for-each-ref", "refs/course/")  # refused before anything was made
+
+
+def test_untracked_symbolic_links_stay_links_and_never_stop_the_update(upstream, tmp_path):
+    """A `.venv` linked to a shared environment (a folder) and a link to a file outside the course:
+    both untracked, so git does not ignore the `.venv` link (`.venv/` matches folders only). The update
+    once wrote `.venv`'s blob through the link (IsADirectoryError, a traceback) after moving the
+    checkout, and every path after `.venv` (the learner's exercise) stayed only in the backup ref."""
+    bare, publish_v2 = upstream
+    learner = clone(bare, tmp_path / "learner")
+    shared_env, outside = tmp_path / "shared-venv", tmp_path / "outside.txt"
+    shared_env.mkdir()
+    outside.write_text("not the course's\n")
+    (learner / ".venv").symlink_to(shared_env)
+    (learner / "my_link.txt").symlink_to(outside)
+    learner_edits_exercise_03(learner)
+    publish_v2()
+
+    done = course(learner, "update", "--no-check")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "NOT PUT BACK" not in done.stdout
+    assert (learner / ".venv").is_symlink() and (learner / ".venv").resolve() == shared_env.resolve()
+    assert (learner / "my_link.txt").is_symlink() and outside.read_text() == "not the course's\n"
+    assert_learner_work_in_merged_03(learner)
+
+
+def test_an_update_with_nothing_new_says_so(upstream, tmp_path):
+    bare, _ = upstream
+    learner = clone(bare, tmp_path / "learner")
+    learner_edits_exercise_03(learner)
+    before = (learner / "exercises/03_adding.ipynb").read_text()
+    done = course(learner, "update", "--no-check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nothing new from the course: you already have its latest version" in done.stdout
+    assert (learner / "exercises/03_adding.ipynb").read_text() == before
+
+
+def test_an_update_that_stops_half_way_names_the_ref_holding_the_learners_work(upstream, tmp_path, monkeypatch, capsys):
+    """Whatever fails once the checkout has moved (here `git reset`, made to fail), the learner gets one
+    line naming the backup ref, not a traceback, and the ref holds their edited exercise."""
+    from coursekit import update as update_module
+    from coursekit.cli import main
+
+    bare, publish_v2 = upstream
+    learner = clone(bare, tmp_path / "learner")
+    learner_edits_exercise_03(learner)
+    mine = (learner / "exercises/03_adding.ipynb").read_text()
+    publish_v2()
+    real_run = update_module.Git.run
+
+    def reset_fails(self, *args, **kwargs):
+        if args[0] == "reset":
+            raise OSError(28, "No space left on device")
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(update_module.Git, "run", reset_fails)
+    for name, value in {**LEARNER_ENV, "COURSE_ROOT": str(learner)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(learner)
+    assert main(["update", "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("course: the update stopped (OSError:"), err
+    (ref,) = git(learner, "for-each-ref", "--format=%(refname)", "refs/course/").split()
+    assert f"your checkout is moved to the course's version; everything as it was before is in git ref {ref}" in err
+    assert git(learner, "show", f"{ref}:exercises/03_adding.ipynb") == mine

@@ -211,3 +211,25 @@ def test_the_pull_link_clones_opens_the_start_notebook_and_keeps_an_edited_exerc
     course = json.loads(git(clone, "show", "origin/main:exercises/00_start_here.ipynb"))
     assert merged["metadata"]["course"] == course["metadata"]["course"]  # now based on the course's new version
     assert '"message": f"Hello, {name}"}  # mine' in "".join(next(c for c in merged["cells"] if c["id"] == stub["id"])["source"])
+
+
+def workshop_link(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COURSE_ROOT": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "coursekit", "workshop-link", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_workshop_link_refuses_a_link_that_cannot_work_in_one_line():
+    """A hub without its scheme once gave a relative link ("hub.example.org/hub/user-redirect/...") and
+    an ssh repo a link the hub cannot clone; both printed with exit 0."""
+    no_scheme = workshop_link("--repo", README_REPO, "--hub", "hub.example.org")
+    assert no_scheme.returncode == 2 and no_scheme.stdout == ""
+    assert no_scheme.stderr.strip() == "course: --hub hub.example.org: give the hub's full address, e.g. https://hub.example.org"
+    ssh = workshop_link("--repo", "git@github.com:OWNER/fastapi-advanced-patterns.git", "--hub", README_HUB)
+    assert ssh.returncode == 2 and ssh.stdout == "" and "--repo git@github.com:" in ssh.stderr
+    assert len(ssh.stderr.strip().splitlines()) == 1 and "Traceback" not in ssh.stderr
+    elsewhere = workshop_link("--repo", "https://gitlab.com/OWNER/fastapi-advanced-patterns", "--hub", README_HUB)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert hub_link(README_HUB, "https://gitlab.com/OWNER/fastapi-advanced-patterns") in elsewhere.stdout
+    assert "Binder: no link" in elsewhere.stdout
+    both = workshop_link("--repo", README_REPO, "--hub", README_HUB)
+    assert both.returncode == 0 and hub_link(README_HUB, README_REPO) in both.stdout and binder_badge(README_REPO) in both.stdout

@@ -92,10 +92,16 @@ def html_links(markdown: str) -> str:
     return NOTEBOOK_LINK.sub(r"\1.html\2", markdown)
 
 
+def _mermaid_pin(root: Path) -> dict:
+    try:
+        return json.loads((root / MERMAID_PIN).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CourseError(f"{MERMAID_PIN} (the pinned mermaid the site vendors) is missing or unreadable: {exc}") from exc
+
+
 def mermaid_js(root: Path) -> Path:
     """Where the vendored bundle lives (git-ignored): site/vendor/mermaid-<version>.min.js."""
-    pin = json.loads((root / MERMAID_PIN).read_text(encoding="utf-8"))
-    return root / "site" / "vendor" / f"mermaid-{pin['version']}.min.js"
+    return root / "site" / "vendor" / f"mermaid-{_mermaid_pin(root)['version']}.min.js"
 
 
 def vendored_mermaid(root: Path) -> Path:
@@ -104,7 +110,7 @@ def vendored_mermaid(root: Path) -> Path:
     One 14 MB download instead of `npm ci` (140 packages, 131 MB, and Node.js): dist/mermaid.min.js
     is self-contained. The tarball must match the npm integrity hash pinned in site/mermaid.json.
     """
-    pin = json.loads((root / MERMAID_PIN).read_text(encoding="utf-8"))
+    pin = _mermaid_pin(root)
     target = mermaid_js(root)
     if target.is_file():
         return target

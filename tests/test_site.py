@@ -255,3 +255,8 @@ def test_notebooks_changed_since_the_last_commit_are_named(tmp_path):
     (tmp_path / "notebooks" / "04_new.ipynb").write_text("{}")
     (tmp_path / "notes.md").write_text("changed, not a page")
     assert uncommitted_notebooks(tmp_path) == ["exercises/03_x.ipynb", "notebooks/04_new.ipynb"]
+
+
+def test_a_missing_mermaid_pin_is_one_line_not_a_traceback(tmp_path):
+    with pytest.raises(CourseError, match="mermaid.json .* is missing or unreadable"):
+        vendored_mermaid(tmp_path)

@@ -4,19 +4,23 @@ Every page is nbconvert's HTML export with its JupyterLab ("lab") template, exte
 site/templates/course/ with navigation and a "run it" box: the pages look like the notebooks in
 JupyterLab, from their committed outputs (nothing is executed). Every asset is local, so the site
 builds and reads offline: the stylesheets are inlined by nbconvert, plots are stored as data URIs,
-and mermaid's JavaScript is vendored from the npm package pinned in site/package-lock.json
-(`npm ci` runs once, when it is missing). The home page is a notebook made here from course.toml
-and converted like the others.
+and mermaid's JavaScript is vendored: its standalone bundle is taken once from the npm tarball
+pinned in site/mermaid.json, checked against the pinned integrity hash (no npm or Node.js needed).
+The home page is a notebook made here from course.toml and converted like the others.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import re
 import shutil
-import subprocess
+import tarfile
 import time
 import tomllib
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +28,8 @@ from coursekit.manifest import MANIFEST_NAME, CourseError, Lesson, course_root, 
 
 SITE_OUTPUT = Path("build") / "site"
 MARKER = ".course-site"  # in every folder `course site` wrote: only such a folder is ever replaced
-MERMAID_JS = Path("node_modules") / "mermaid" / "dist" / "mermaid.min.js"
+MERMAID_PIN = Path("site") / "mermaid.json"
+MERMAID_TARBALL_MAX = 64 * 1024 * 1024  # the 11.10.0 tarball is 14 MB: anything far larger is not it
 # nbconvert imports mermaid as an ES module from this URL; the page loads the vendored classic
 # script first (it sets globalThis.mermaid), which also works from file:// where module imports don't.
 MERMAID_MODULE = "data:text/javascript,export default globalThis.mermaid;"
@@ -87,23 +92,44 @@ def html_links(markdown: str) -> str:
     return NOTEBOOK_LINK.sub(r"\1.html\2", markdown)
 
 
+def mermaid_js(root: Path) -> Path:
+    """Where the vendored bundle lives (git-ignored): site/vendor/mermaid-<version>.min.js."""
+    pin = json.loads((root / MERMAID_PIN).read_text(encoding="utf-8"))
+    return root / "site" / "vendor" / f"mermaid-{pin['version']}.min.js"
+
+
 def vendored_mermaid(root: Path) -> Path:
-    """site/node_modules/mermaid/dist/mermaid.min.js at the version pinned in site/package.json."""
-    site_dir = root / "site"
-    pinned = json.loads((site_dir / "package.json").read_text(encoding="utf-8"))["dependencies"]["mermaid"]
-    installed = site_dir / "node_modules" / "mermaid" / "package.json"
-    if not installed.is_file() or json.loads(installed.read_text(encoding="utf-8"))["version"] != pinned:
-        npm = shutil.which("npm")
-        if npm is None:
-            raise CourseError("the site vendors mermaid from npm (site/package-lock.json) and npm is not installed: "
-                              "install Node.js, then run `course site` again")
-        print(f"installing mermaid {pinned} from site/package-lock.json (npm ci, once) ...", flush=True)
-        done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=site_dir,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            last = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1]
-            raise CourseError(f"npm ci in site/ failed (exit {done.returncode}): {last}")
-    return site_dir / MERMAID_JS
+    """mermaid's standalone bundle at the pinned version, fetched once from its npm tarball.
+
+    One 14 MB download instead of `npm ci` (140 packages, 131 MB, and Node.js): dist/mermaid.min.js
+    is self-contained. The tarball must match the npm integrity hash pinned in site/mermaid.json.
+    """
+    pin = json.loads((root / MERMAID_PIN).read_text(encoding="utf-8"))
+    target = mermaid_js(root)
+    if target.is_file():
+        return target
+    print(f"fetching mermaid {pin['version']} once from {pin['tarball']} ...", flush=True)
+    try:
+        with urllib.request.urlopen(pin["tarball"], timeout=60) as response:
+            tarball = response.read(MERMAID_TARBALL_MAX + 1)
+    except OSError as exc:  # URLError, timeouts, refused connections
+        raise CourseError(f"could not fetch mermaid for the site ({pin['tarball']}): {exc}; "
+                          "the site needs it once, then builds offline") from exc
+    if len(tarball) > MERMAID_TARBALL_MAX:
+        raise CourseError(f"{pin['tarball']} is larger than {MERMAID_TARBALL_MAX} bytes: not the pinned tarball")
+    algorithm, _, expected = pin["integrity"].partition("-")
+    got = base64.b64encode(hashlib.new(algorithm, tarball).digest()).decode()
+    if got != expected:
+        raise CourseError(f"{pin['tarball']} does not match the integrity hash pinned in {MERMAID_PIN}: "
+                          "refusing to vendor it")
+    with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
+        member = archive.getmember(pin["file"])
+        bundle = archive.extractfile(member).read()  # read into memory: nothing of the archive touches the disk
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(bundle)
+    partial.replace(target)  # a build interrupted mid-write never leaves a truncated bundle behind
+    return target
 
 
 def plan(root: Path) -> list[Page]:

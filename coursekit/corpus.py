@@ -160,6 +160,9 @@ def only_check(cell_source: str, check_id: str) -> str:
     return f"{first} -k {check_id}\n{rest}"
 
 
+TIMED_OUT = "the cell did not finish: timed out or the kernel died"
+
+
 class CorpusRun:
     """One kernel that has run a solution notebook, ready to try entries against its checks."""
 
@@ -185,9 +188,14 @@ class CorpusRun:
         self._judged: dict[str, EntryResult] = {}  # right answers judged in a group (see judge)
 
     def __enter__(self) -> CorpusRun:
+        self._start()
+        return self
+
+    def _start(self) -> None:
         import nbformat
         from nbclient import NotebookClient
 
+        self._stale_from, self._stale_after = None, ""
         self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
         self._client = NotebookClient(
             self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
@@ -201,7 +209,18 @@ class CorpusRun:
         if errors:
             self.__exit__(None, None, None)
             raise CourseError(f"{self.solution}: the solution itself fails before its checks: {errors[0]}")
-        return self
+
+    def _fresh_kernel(self) -> None:
+        """Replace the kernel by a new one that has run the solution again.
+
+        After a cell timed out, the kernel may hold what earlier entries left (a thread still
+        blocked, an executor used up, ipytest interrupted mid-run): it can no longer judge anything
+        fairly. A learner's kernel never holds dozens of wrong answers' leftovers either.
+        """
+        kernel, self._kernel = self._kernel, None
+        if kernel is not None:
+            kernel.__exit__(None, None, None)  # its embedded database, if any, is reaped as an orphan
+        self._start()
 
     def __exit__(self, *exc_info: object) -> None:
         if self._kernel is not None:
@@ -245,12 +264,15 @@ class CorpusRun:
                     continue
                 source = only_check(source, only)
             cell = nbformat.v4.new_code_cell(source)
+            started = time.monotonic()
             try:
                 self._client.execute_cell(cell, index)
             except Exception as exc:  # a timeout, a dead kernel: the entry's result says so
-                errors.append(f"cell {index + 1}: {type(exc).__name__}: {exc}")
+                errors.append(f"cell {index + 1}: {type(exc).__name__}: {exc} ({TIMED_OUT})")
                 continue
             problem = _first_error(cell)
+            if problem and time.monotonic() - started >= self.cell_timeout:  # nbclient interrupted it
+                problem += f" ({TIMED_OUT})"
             if problem:  # a check cell raises when a check fails: the judges read the checks first
                 errors.append(f"cell {index + 1}: {problem}")
         return errors
@@ -264,6 +286,15 @@ class CorpusRun:
         return {r["id"]: (r["status"], r["message"]) for r in map(json.loads, filter(None, lines))}
 
     def try_entry(self, entry: Entry) -> EntryResult:
+        result = self._try_entry(entry)
+        if entry.kind == "right" and not result.ok and TIMED_OUT in result.summary:
+            # A right answer must pass in a clean kernel, as a learner's runs it: judge it once more
+            # in a fresh one (a wrong answer's verdict never gets a second chance: it must fail anyway).
+            self._fresh_kernel()
+            result = self._try_entry(entry)
+        return result
+
+    def _try_entry(self, entry: Entry) -> EntryResult:
         started = time.monotonic()
         try:
             sources = replaced_cells(self.notebook, entry.regions)

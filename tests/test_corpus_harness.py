@@ -173,3 +173,23 @@ def test_a_malformed_corpus_file_says_what_is_wrong(tmp_path):
     path.write_text("[[right]]\nid = 'a'\nwhy = 'w'\nchek = 'x'\nregions = {double = 'x'}\n")
     with pytest.raises(CourseError, match="unknown keys"):
         load(path)
+
+
+def test_a_right_answer_that_timed_out_in_a_kernel_earlier_entries_left_is_judged_again_in_a_fresh_one(tmp_path):
+    # The check hangs only in a kernel that a wrong answer "poisoned" (as a blocked thread or a used-up
+    # executor would): the right answer then times out there, and passes in a fresh kernel.
+    path = write_notebook(tmp_path / "solutions" / "03_x.ipynb", [
+        ("code", SETUP),
+        ("code", "def value():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\nimport builtins, time\n\n\ndef test_value():\n"
+                 "    if getattr(builtins, 'poisoned', False) and value() == 1:\n        time.sleep(60)\n"
+                 "    assert value() == 1, f'value() gave {value()}, expected 1'"),
+    ])
+    with CorpusRun(path, cell_timeout=3) as run:
+        poison = "import builtins\nbuiltins.poisoned = True\nreturn 2"
+        assert run.try_entry(wrong("test_value", poison, name="value", message="expected 1")).ok
+        result = run.try_entry(right(value="return 0 + 1"))
+        assert result.ok and result.checks == {"test_value": ("passed", "")}, result.summary
+        # a wrong answer gets no second chance: one that times out is judged as it ran
+        hung = run.try_entry(wrong("test_value", "import time\ntime.sleep(60)\nreturn 2", name="value", message="expected 1"))
+        assert not hung.ok and "did not finish" in hung.summary, hung.summary

@@ -22,6 +22,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def first_answer(server: subprocess.Popen, ask, seconds: float = 60):
+    """`ask()` (an HTTP request to the JupyterLab `server` is starting), retried until it gets through."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
+        try:
+            return ask()
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"JupyterLab did not answer within {seconds:g} s"
+            time.sleep(0.25)
+
+
+def stop(server: subprocess.Popen, seconds: float = 15) -> None:
+    """SIGTERM (JupyterLab shuts its kernels down), then SIGKILL if it has not ended within `seconds`."""
+    server.terminate()
+    try:
+        server.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def test_jupyterlab_serves_the_start_notebook(tmp_path):
     start = import_start()
     port, token = free_port(), secrets.token_hex(16)
@@ -33,16 +55,8 @@ def test_jupyterlab_serves_the_start_notebook(tmp_path):
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
-            try:
-                response = httpx.get(f"{base}/api/contents/notebooks/00_start_here.ipynb",
-                                     headers={"Authorization": f"token {token}"}, timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "JupyterLab did not answer within 60 s"
-                time.sleep(0.25)
+        response = first_answer(server, lambda: httpx.get(f"{base}/api/contents/notebooks/00_start_here.ipynb",
+                                                          headers={"Authorization": f"token {token}"}, timeout=5))
         assert response.status_code == 200, response.text
         notebook = response.json()
         assert notebook["type"] == "notebook" and notebook["name"] == "00_start_here.ipynb"
@@ -57,12 +71,7 @@ def test_jupyterlab_serves_the_start_notebook(tmp_path):
             refused = probe.connect_ex(("127.0.0.1", port)) != 0
         assert refused, "start.py was stopped but JupyterLab still answers on its port: it outlived start.py"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     assert server.returncode is not None
 
 

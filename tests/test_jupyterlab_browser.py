@@ -19,7 +19,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import httpx
 
 from tests.browser import chromium_page, chromium_path, screenshot
 from tests.conftest import ROOT, import_start
-from tests.test_jupyterlab import free_port
+from tests.test_jupyterlab import first_answer, free_port, stop
 
 # JupyterLab's user settings for the run: every cell in the page (no windowing, so all can be read),
 # no autosave (nothing is written back), no update check or news (no network here).
@@ -130,15 +129,8 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
     server = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
-            try:
-                contents = httpx.get(f"{base}/api/contents", headers={"Authorization": f"token {token}"}, timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "JupyterLab did not answer within 60 s"
-                time.sleep(0.25)
+        contents = first_answer(server, lambda: httpx.get(f"{base}/api/contents",
+                                                          headers={"Authorization": f"token {token}"}, timeout=5))
         assert {"course.toml", "notebooks"} <= {item["name"] for item in contents.json()["content"]}
 
         with chromium_page(viewport={"width": 1400, "height": 1000}) as page, _screenshot_on_failure(page):
@@ -186,10 +178,5 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
             page.locator(f"{panel} .jp-CodeCell").last.scroll_into_view_if_needed()
             screenshot(page, "jupyterlab_solution_00.png")
     finally:
-        server.terminate()  # JupyterLab shuts its kernels down on SIGTERM
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, seconds=30)
     assert repository_notebooks() == before, "a notebook of the repository changed during the test"

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from urllib.parse import unquote, urlencode
@@ -26,7 +25,7 @@ import pytest
 
 from coursekit.workshop import binder_badge, hub_link, pull_link
 from tests.conftest import ROOT
-from tests.test_jupyterlab import free_port
+from tests.test_jupyterlab import first_answer, free_port, stop
 from tests.test_update import LEARNER_ENV, git
 
 README_REPO = "https://github.com/OWNER/fastapi-advanced-patterns"
@@ -126,24 +125,11 @@ def jupyterlab(tmp_path):
     base = f"http://127.0.0.1:{port}/"
     client = httpx.Client(base_url=base, headers={"Authorization": f"token {token}"}, timeout=30)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
-            try:
-                client.get("api/status")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "JupyterLab did not answer within 60 s"
-                time.sleep(0.25)
+        first_answer(server, lambda: client.get("api/status"))
         yield base, client, home
     finally:
         client.close()
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def click(client: httpx.Client, base: str, link: str) -> str:

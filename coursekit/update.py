@@ -48,6 +48,7 @@ from pathlib import Path
 
 from coursekit.build import dumps, edited_since_generated
 from coursekit.manifest import CourseError
+from coursekit.runner import _source
 
 STUB_TODO = re.compile(r"^(?P<indent>[ \t]*)# TODO: (?P<hint>.*)$")
 STUB_RAISE = re.compile(r"^[ \t]*raise NotImplementedError\(.*not done yet")
@@ -60,10 +61,6 @@ GIT_IDENTITY = ["-c", "user.name=course update", "-c", "user.email=course-update
 
 
 # ---------------------------------------------------------------- notebooks, cells and regions
-
-def _source(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
 
 def stamp_of(notebook: dict) -> str | None:
     return notebook.get("metadata", {}).get("course", {}).get("sources_sha256")

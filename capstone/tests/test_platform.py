@@ -77,6 +77,14 @@ async def test_an_unhandled_error_is_a_json_500_that_keeps_its_request_id(app, c
     assert access_lines[-1].fields["status"] == 500 and access_lines[-1].request_id == "boom-1"
 
 
+async def test_the_service_runs_with_telemetry_on(settings, access_lines):
+    traced = app_with(settings, telemetry=True)  # FastAPI's native telemetry, global providers (lesson 11)
+    async with LifespanManager(traced), httpx.AsyncClient(transport=httpx.ASGITransport(app=traced), base_url="http://t") as client:
+        response = await client.get("/.well-known/jwks.json", headers={"X-Request-ID": "traced-1"})
+    assert (response.status_code, response.headers["x-request-id"]) == (200, "traced-1")
+    assert access_lines[-1].request_id == "traced-1"
+
+
 async def test_health_live_and_ready(client):
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     ready = await client.get("/health/ready")

@@ -44,6 +44,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
+
+def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For endless streams: a short session per read, instead of one held (with its connection) for hours."""
+    return request.app.state.sessions
+
+
+SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
+
 # Exceptions that mean "the database cannot serve right now": the pool's wait ran out, the server is
 # down or restarting. OSError: asyncpg's refused or timed-out connect (ConnectionRefusedError,
 # TimeoutError) reaches us unwrapped by SQLAlchemy.

@@ -30,6 +30,9 @@ def create_engine_from(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_seconds,  # wait this long for a connection, then 503 (not 30 s)
         pool_pre_ping=True,  # a connection the server dropped between requests is replaced, not a 500
         pool_recycle=1800,
+        # A database error's message would carry the statement's parameters (an argon2 hash, emails) into the
+        # error log: keep the SQL, drop the values.
+        hide_parameters=True,
     )
 
 

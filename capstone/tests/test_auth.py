@@ -48,6 +48,7 @@ async def test_a_refused_signup_leaves_no_user_and_no_job(client, connection):
     {"email": "cat@example.com", "password": "short"},
     {"email": "cat@example.com", "password": "x" * 129},
     {"email": "cat@example.com"},
+    {"email": "c\u0000at@example.com", "password": PASSWORD},  # PostgreSQL cannot store a NUL: 422, not its 500
 ])
 async def test_signup_refuses_bad_input_with_422_and_queues_nothing(client, connection, body):
     response = await client.post("/auth/signup", json=body)
@@ -85,6 +86,8 @@ async def test_login_refusals_look_the_same_for_unknown_email_and_wrong_password
     oversized = await client.post("/auth/token", data={"username": "ann@example.com", "password": "x" * 100_000})
     assert (oversized.status_code, oversized.json()) == (401, {"detail": "incorrect email or password"})
     assert len(verified_in) == 2, "a password no sign-up accepts is refused before argon2 runs on it"
+    nul = await client.post("/auth/token", data={"username": "ann\u0000@example.com", "password": PASSWORD})
+    assert (nul.status_code, nul.json()) == (401, {"detail": "incorrect email or password"}), "a NUL in the login: not a 500"
     assert threading.main_thread().name not in verified_in, "argon2 ran on the event loop's thread: use the threadpool"
 
 

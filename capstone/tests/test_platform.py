@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from taskservice.db import SessionDep
 from taskservice.main import create_app
 from taskservice.settings import Settings
+from taskservice.telemetry import JsonFormatter
 
 from .conftest import CAPSTONE
 
@@ -79,6 +80,29 @@ async def test_an_unhandled_error_is_a_json_500_that_keeps_its_request_id(app, c
     assert (response.status_code, response.json(), response.headers["x-request-id"]) == (
         500, {"detail": "Internal Server Error"}, "boom-1")
     assert access_lines[-1].fields["status"] == 500 and access_lines[-1].request_id == "boom-1"
+
+
+async def test_a_database_error_logs_its_sql_but_not_its_parameters(settings):
+    """An argon2 hash or an email in a failed statement's parameters must not reach the error log."""
+    own = app_with(settings)  # the app's own engine, not the test's session
+    hashed = "-".join(("$argon2id$not", "for", "logs"))  # built here: the traceback quotes the failing line's source
+
+    @own.get("/failing-statement")
+    async def failing_statement(session: SessionDep) -> None:
+        await session.exec(text("SELECT 1 / 0 WHERE :hashed <> ''"), params={"hashed": hashed})
+
+    errors = Lines()
+    logging.getLogger("taskservice.errors").addHandler(errors)
+    try:
+        async with LifespanManager(own), httpx.AsyncClient(transport=httpx.ASGITransport(app=own), base_url="http://t") as client:
+            response = await client.get("/failing-statement")
+    finally:
+        logging.getLogger("taskservice.errors").removeHandler(errors)
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal Server Error"})
+    [record] = errors.records
+    logged = JsonFormatter().format(record)
+    assert "division by zero" in logged and "SELECT 1 / 0" in logged, "the error and its SQL are logged"
+    assert hashed not in logged, "a statement's parameters reached the error log"
 
 
 async def test_the_service_runs_with_telemetry_on(settings, access_lines):

@@ -37,7 +37,8 @@ async def test_crud_with_the_right_status_codes(client, make_member):
     assert (await client.delete(f"/tasks/{task['id']}", headers=ann.headers)).status_code == 404
 
 
-@pytest.mark.parametrize("body", [{"title": ""}, {"title": "x" * 201}, {}, {"title": None}, {"title": "ok", "done": "maybe"}])
+@pytest.mark.parametrize("body", [{"title": ""}, {"title": "x" * 201}, {}, {"title": None}, {"title": "ok", "done": "maybe"},
+                                  {"title": "nul \u0000 inside"}])  # PostgreSQL cannot store a NUL: 422, not its 500
 async def test_create_refuses_bad_bodies(client, make_member, body):
     ann = await make_member("ann@example.com")
     assert (await client.post("/tasks", json=body, headers=ann.headers)).status_code == 422
@@ -58,7 +59,7 @@ async def test_patch_keeps_omitted_fields_and_refuses_null(client, make_member):
     task = await create(client, ann, "keep my title")
     done = await client.patch(f"/tasks/{task['id']}", json={"done": True}, headers=ann.headers)
     assert done.json()["title"] == "keep my title", "an omitted field must be kept"
-    for null_body in ({"title": None}, {"done": None}):
+    for null_body in ({"title": None}, {"done": None}, {"title": "nul \u0000"}):
         refused = await client.patch(f"/tasks/{task['id']}", json=null_body, headers=ann.headers)
         assert refused.status_code == 422, f"{null_body} must be refused, got {refused.status_code} {refused.text}"
     empty = await client.patch(f"/tasks/{task['id']}", json={}, headers=ann.headers)

@@ -39,8 +39,9 @@ async def signup(data: SignupIn, session: SessionDep, response: Response) -> Use
 @router.post("/auth/token", responses=errors(401, 503))
 async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, keys: Keys) -> AccessToken:
     """OAuth2 password flow: username is the email. One message for unknown email and wrong password."""
-    if len(form.username) > MAX_EMAIL or len(form.password) > MAX_PASSWORD:
-        raise wrong_credentials  # no sign-up accepts these: no database query, no argon2 run on a megabyte
+    if len(form.username) > MAX_EMAIL or len(form.password) > MAX_PASSWORD or "\x00" in form.username:
+        # no sign-up accepts these: no database query (PostgreSQL refuses a NUL: a 500), no argon2 run on a megabyte
+        raise wrong_credentials
     user = (await session.exec(select(User).where(User.email == form.username.lower()))).first()
     if not await verify_password(form.password, user.hashed_password if user else None):
         raise wrong_credentials

@@ -188,11 +188,15 @@ def test_required_settings_have_no_default(monkeypatch):
         Settings(_env_file=None)
     missing = {error["loc"][0] for error in refused.value.errors() if error["type"] == "missing"}
     assert missing == {"database_url", "jwt_private_key"}
-    monkeypatch.setenv("TASKSERVICE_DATABASE_URL", "postgresql://u:p@db.example:5433/tasks")
+    monkeypatch.setenv("TASKSERVICE_DATABASE_URL", "postgresql://u:S3cret@db:5433/tasks")
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)  # the key is missing: the error names it, and shows no value it was given
+    assert "jwt_private_key" in str(refused.value) and "S3cret" not in str(refused.value)
     monkeypatch.setenv("TASKSERVICE_JWT_PRIVATE_KEY", "not shown")
     from_env = Settings()
-    assert from_env.database_url == "postgresql+asyncpg://u:p@db.example:5433/tasks"
+    assert from_env.database_url == "postgresql+asyncpg://u:S3cret@db:5433/tasks"
     assert "not shown" not in repr(from_env), "the key is a SecretStr: never in a log or a traceback"
+    assert "S3cret" not in repr(from_env) and "S3cret" not in str(from_env), "the database password in repr(settings)"
 
 
 def test_startup_refuses_more_connections_than_the_server_allows(settings):

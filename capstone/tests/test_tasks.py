@@ -1,14 +1,21 @@
 """Tasks: CRUD and status codes (lesson 01), ownership as 404, PATCH omitted-not-null (lessons 01, 08),
 keyset pages with an opaque cursor (lesson 12), bounded ids, the JSON Lines export (lesson 06)."""
 
+import asyncio
 import base64
 import json
 from datetime import datetime
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from taskservice.routes import tasks as task_routes
+
+from .test_platform import app_with
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +153,52 @@ async def test_export_streams_json_lines_in_batches(client, app, make_member, mo
     assert set(json.loads(lines[0])) == {"id", "title", "done", "created_at", "updated_at"}
     assert len(bodies) == len(titles), f"the app sent {len(bodies)} body message(s): a stream sends a line at a time"
     assert (await client.get("/tasks/export", headers=bob.headers)).text.count("\n") == 1
+
+
+async def test_the_export_holds_no_connection_while_a_slow_client_reads(settings, database_url):
+    """Lesson 06, section 7: a stream that keeps the request's session holds a pooled connection until its last
+    line; with a pool of one, a second request during a slow export would wait and answer 503."""
+    engine = create_async_engine(database_url, poolclass=NullPool)  # committed rows: the app reads with its own engine
+    async with engine.begin() as connection:
+        user_id = (await connection.execute(text(
+            "INSERT INTO users (email, hashed_password, created_at) VALUES ('slow-reader@example.com', 'x', now()) "
+            "RETURNING id"))).scalar_one()
+        await connection.execute(text("INSERT INTO tasks (owner_id, title, done, created_at, updated_at) "
+                                       "SELECT :owner, 'task ' || n, false, now(), now() FROM generate_series(1, 3) n"),
+                                 {"owner": user_id})
+    try:
+        own = app_with(settings, db_pool_size=1, db_pool_timeout_seconds=0.5)
+        async with LifespanManager(own):
+            headers = {"Authorization": f"Bearer {own.state.keys.issue(user_id)}"}
+            first_line, client_reads, requested = asyncio.Event(), asyncio.Event(), []
+            lines: list[bytes] = []
+
+            async def receive() -> dict:
+                if not requested:
+                    requested.append(True)
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await asyncio.Event().wait()  # the client stays connected (the stream's end cancels this wait)
+                return {"type": "http.disconnect"}
+
+            async def slow_client(message: dict) -> None:
+                if message["type"] == "http.response.body" and message.get("body"):
+                    lines.append(message["body"])
+                    first_line.set()
+                    await client_reads.wait()  # the client has not read the first line yet: the stream waits here
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+                     "path": "/tasks/export", "raw_path": b"/tasks/export", "query_string": b"", "root_path": "",
+                     "headers": [(b"host", b"test"), (b"authorization", headers["Authorization"].encode())],
+                     "client": ("127.0.0.1", 50001), "server": ("test", 80)}
+            export = asyncio.create_task(own(scope, receive, slow_client))
+            await asyncio.wait_for(first_line.wait(), 5)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=own), base_url="http://t") as client:
+                meanwhile = await client.get("/users/me", headers=headers)
+            client_reads.set()
+            await asyncio.wait_for(export, 5)
+        assert meanwhile.status_code == 200, f"a request during a slow export: {meanwhile.status_code} {meanwhile.text}"
+        assert [json.loads(line)["title"] for line in lines] == ["task 1", "task 2", "task 3"]
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": user_id})  # its tasks cascade
+        await engine.dispose()

@@ -47,6 +47,8 @@ def forged_tokens(keys, user_id: int) -> dict[str, str]:
         "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
         "exp in 10**12 s (lifetime unbounded)": signed({**good, "exp": 10**12}),
         "issued in the future": signed({**good, "iat": now + timedelta(hours=1), "exp": now + timedelta(hours=1, minutes=5)}),
+        "exp as a string (PyJWT takes it)": signed({**good, "exp": str(int((now + timedelta(minutes=5)).timestamp()))}),
+        "iat as a string": signed({**good, "iat": str(int(now.timestamp()))}),
         "sub not a user id": signed({**good, "sub": "admin"}),
         "sub of 5000 digits": signed({**good, "sub": "9" * 5000}),
         "user that does not exist": signed({**good, "sub": str(2**31 - 1)}),

@@ -61,7 +61,8 @@ async def test_a_valid_request_id_is_echoed_and_logged(client, access_lines):
     assert 0 <= line.fields["duration_ms"] <= elapsed_ms, (line.fields["duration_ms"], elapsed_ms)
 
 
-@pytest.mark.parametrize("offered", ["a" * 65, "two words", "<script>", "id\u00e9", "", None])
+@pytest.mark.parametrize("offered", ["a" * 65, "two words", "<script>", "id\u00e9", "", None,
+                                     "ok\x1b[31mred", "ok\r\n{\"level\": \"ERROR\"}", "x" * 100_000])  # log injection, huge
 async def test_an_invalid_or_missing_request_id_is_replaced(client, access_lines, offered):
     headers = {"X-Request-ID": offered.encode("utf-8")} if offered is not None else {}  # bytes: httpx sends them as they are
     response = await client.get("/health/live", headers=headers)

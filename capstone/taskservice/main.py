@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from .db import connection_arithmetic, create_engine_from, install_database_errors, session_factory
+from .db import check_server_budget, connection_arithmetic, create_engine_from, install_database_errors, session_factory
 from .middleware import RequestContextMiddleware
 from .routes import auth, health, tasks
 from .security import TokenKeys
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine = create_engine_from(settings)
         app.state.sessions = session_factory(engine)
         try:
+            await check_server_budget(engine, settings)  # the server's own limit, reserved slots counted
             yield
         finally:
             await engine.dispose()

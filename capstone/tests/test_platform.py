@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from taskservice.db import SessionDep
+from taskservice.db import SERVER_BUDGET, SessionDep
 from taskservice.main import create_app
-from taskservice.settings import Settings
+from taskservice.settings import JOB_WORKER_CONNECTIONS, Settings
 from taskservice.telemetry import JsonFormatter
 
 from .conftest import CAPSTONE
@@ -205,6 +205,23 @@ def test_startup_refuses_more_connections_than_the_server_allows(settings):
         app_with(settings, web_workers=20)
     with pytest.raises(ValidationError):
         settings.model_validate({**settings.model_dump(), "db_max_overflow": -1})  # -1 is unlimited, not none
+
+
+async def test_startup_refuses_more_connections_than_the_server_gives_an_ordinary_role(settings, connection):
+    """Lesson 07: the budget is max_connections minus the reserved slots, read from the server."""
+    max_connections, budget = (await connection.execute(text(
+        "SELECT current_setting('max_connections')::int, " + str(SERVER_BUDGET.text).removeprefix("SELECT ")))).one()
+    assert budget < max_connections, "the server reserves slots"
+    # one more connection than the budget, within DB_MAX_CONNECTIONS: only the reserved slots make it too many
+    layout = {"db_pool_size": 1, "db_max_overflow": 0, "web_workers": budget + 1 - JOB_WORKER_CONNECTIONS,
+              "db_max_connections": max_connections}
+    too_many = app_with(settings, **layout)
+    with pytest.raises(RuntimeError, match=rf"{budget + 1} needed, but the server allows {budget} "):
+        async with LifespanManager(too_many):
+            pass
+    fits = app_with(settings, **{**layout, "web_workers": budget - JOB_WORKER_CONNECTIONS})
+    async with LifespanManager(fits), httpx.AsyncClient(transport=httpx.ASGITransport(app=fits), base_url="http://t") as client:
+        assert (await client.get("/health/ready")).status_code == 200
 
 
 def test_startup_refuses_a_key_that_is_not_ed25519(settings):

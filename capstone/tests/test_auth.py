@@ -62,6 +62,7 @@ async def test_login_gives_a_bearer_token_that_opens_users_me(client, make_membe
     assert response.status_code == 200, response.text
     token = response.json()
     assert token["token_type"] == "bearer" and token["expires_in"] == 15 * 60
+    assert response.headers["cache-control"] == "no-store", "RFC 6749, section 5.1: a token response is never cached"
     me = await client.get("/users/me", headers={"Authorization": f"Bearer {token['access_token']}"})
     assert me.status_code == 200 and me.json()["id"] == ann.id, (me.status_code, me.text, me.headers)
 

@@ -37,7 +37,8 @@ async def signup(data: SignupIn, session: SessionDep, response: Response) -> Use
 
 
 @router.post("/auth/token", responses=errors(401, 503))
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, keys: Keys) -> AccessToken:
+async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, keys: Keys,
+                response: Response) -> AccessToken:
     """OAuth2 password flow: username is the email. One message for unknown email and wrong password."""
     if len(form.username) > MAX_EMAIL or len(form.password) > MAX_PASSWORD or "\x00" in form.username:
         # no sign-up accepts these: no database query (PostgreSQL refuses a NUL: a 500), no argon2 run on a megabyte
@@ -45,6 +46,7 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: 
     user = (await session.exec(select(User).where(User.email == form.username.lower()))).first()
     if not await verify_password(form.password, user.hashed_password if user else None):
         raise wrong_credentials
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749, section 5.1: no cache keeps a token
     return AccessToken(access_token=keys.issue(user.id), expires_in=int(keys.lifetime.total_seconds()))
 
 

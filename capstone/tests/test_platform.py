@@ -135,6 +135,7 @@ async def test_database_down_is_503_with_retry_after(settings, make_member):
             "me": await client.get("/users/me", headers={"Authorization": f"Bearer {token}"}),
         }
     assert answers.pop("live").status_code == 200, "liveness does not depend on the database"
+    assert answers["ready"].json() == {"detail": "the database is not ready"}, "no exception names for clients"
     for name, response in answers.items():
         assert (response.status_code, response.headers.get("retry-after")) == (503, "1"), (name, response.text)
 

@@ -59,6 +59,8 @@ async def test_a_refused_signup_leaves_no_user_and_no_job(client, connection):
 async def test_signup_refuses_bad_input_with_422_and_queues_nothing(client, connection, body):
     response = await client.post("/auth/signup", json=body)
     assert response.status_code == 422, response.text
+    if "password" in body:
+        assert json.dumps(body["password"]) not in response.text, "a 422 must not echo the password back"
     assert await jobs_for(connection, "cat@example.com") == []
 
 

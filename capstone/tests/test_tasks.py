@@ -51,6 +51,18 @@ async def test_create_refuses_bad_bodies(client, make_member, body):
     assert (await client.post("/tasks", json=body, headers=ann.headers)).status_code == 422
 
 
+async def test_a_lone_surrogate_is_a_422_not_a_500(client, make_member):
+    """JSON may escape a lone surrogate; no UTF-8 holds it. FastAPI's default 422 echoed it back and failed to encode."""
+    ann = await make_member("ann@example.com")
+    task = await create(client, ann, "fine")
+    for method, url, headers, body in (("POST", "/tasks", ann.headers, b'{"title": "a\\ud800b"}'),
+                                       ("PATCH", f"/tasks/{task['id']}", ann.headers, b'{"title": "a\\ud800b"}'),
+                                       ("POST", "/auth/signup", {}, b'{"email": "a\\ud800@example.com", "password": "long enough"}')):
+        response = await client.request(method, url, content=body, headers={**headers, "content-type": "application/json"})
+        assert response.status_code == 422, (method, url, response.status_code)
+        assert response.json()["detail"][0]["loc"][0] == "body"
+
+
 async def test_another_users_task_is_404_not_403(client, make_member):
     ann, bob = await make_member("ann@example.com"), await make_member("bob@example.com")
     task = await create(client, ann, "ann's secret plan")

@@ -1,0 +1,251 @@
+"""A bounded, mixed load against a running taskservice; throughput and latency per operation.
+
+    python capstone/loadtest.py --url http://127.0.0.1:8000 --seconds 20 --users 20
+
+Each virtual user signs up and logs in once, then loops: create a task, list its tasks page by page
+(keyset cursor), read one, export them all as a JSON Lines stream. The run is bounded by a duration
+(`--seconds`: no operation starts after it) and/or a number of requests (`--requests`). It prints
+the throughput, p50/p95/p99 per operation and the failed requests by status; from Python,
+`await run_load(url, ...)` returns every latency for a plot.
+
+Written on httpx.AsyncClient rather than locust: no new dependency (locust brings gevent, whose
+monkey-patching does not belong in a notebook's asyncio kernel), it runs inside the notebook's event
+loop, and it speaks the same client the course uses everywhere. The price: one Python process
+generates the load, so on a small machine the client's own CPU bounds the throughput it can show;
+the figures compare configurations measured the same way, never absolute capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import secrets
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+OPERATIONS = ("signup", "login", "create", "list", "get", "export")
+PAGE_SIZE = 5  # small pages, so a list walks more than one of them
+MAX_PAGES = 3  # a user with many tasks reads its first pages only, as a UI would
+
+
+@dataclass
+class LoadResult:
+    """What a run measured: every latency (seconds) by operation, every failure by status."""
+
+    users: int
+    seconds: float  # wall time from the first request to the last response
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
+    failures: Counter = field(default_factory=Counter)  # "503" or "ConnectTimeout" -> count
+    failures_by_operation: Counter = field(default_factory=Counter)  # ("create", "503") -> count
+
+    @property
+    def requests(self) -> int:
+        return sum(len(values) for values in self.latencies.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def throughput(self) -> float:
+        """Requests answered per second over the whole run (failed ones included)."""
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float, operation: str | None = None) -> float:
+        """The q-th percentile (0-100) of one operation's latencies, or of all of them; seconds."""
+        values = self.latencies[operation] if operation else [v for vs in self.latencies.values() for v in vs]
+        return percentile(values, q)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per operation (and "all"): count, p50, p95, p99 in milliseconds."""
+        rows = {}
+        for operation in [*OPERATIONS, None]:
+            values = self.latencies[operation] if operation else [v for vs in self.latencies.values() for v in vs]
+            if values:
+                rows[operation or "all"] = {
+                    "count": len(values),
+                    **{f"p{q}": 1000 * percentile(values, q) for q in (50, 95, 99)},
+                }
+        return rows
+
+    def report(self) -> str:
+        lines = [f"{self.requests} requests from {self.users} users in {self.seconds:.1f} s: "
+                 f"{self.throughput:.0f} requests/s, {self.errors} failed",
+                 f"{'operation':<10}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
+        for operation, row in self.summary().items():
+            lines.append(f"{operation:<10}{row['count']:>7}{row['p50']:>9.1f}{row['p95']:>9.1f}{row['p99']:>9.1f}")
+        if self.failures:
+            lines.append("failed: " + ", ".join(f"{status} x{count}" for status, count in sorted(self.failures.items())))
+        return "\n".join(lines)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default); nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class _Budget:
+    """When to stop: a deadline, a number of requests, or both."""
+
+    def __init__(self, seconds: float | None, requests: int | None) -> None:
+        if seconds is None and requests is None:
+            raise ValueError("bound the run: give seconds, requests or both")
+        self.deadline = time.monotonic() + seconds if seconds is not None else math.inf
+        self.left = requests if requests is not None else math.inf
+
+    def take(self) -> bool:
+        """May one more request start? (Counts it.)"""
+        if time.monotonic() >= self.deadline or self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+class _User:
+    """One virtual user: its own account and token, timing every request it makes."""
+
+    def __init__(self, client: httpx.AsyncClient, result: LoadResult, email: str) -> None:
+        self.client, self.result, self.email = client, result, email
+        self.password = secrets.token_urlsafe(16)
+        self.headers: dict[str, str] = {}
+        self.task_ids: list[int] = []
+
+    async def timed(self, operation: str, method: str, path: str, *, ok: tuple[int, ...] = (200,),
+                    **kwargs) -> httpx.Response | None:
+        """Send one request, record its latency and, unless its status is in `ok`, its failure."""
+        started = time.perf_counter()
+        try:
+            response = await self.client.request(method, path, headers=self.headers, **kwargs)
+        except httpx.HTTPError as exc:
+            response = None
+            failure = type(exc).__name__
+        else:
+            failure = None if response.status_code in ok else str(response.status_code)
+        self.result.latencies[operation].append(time.perf_counter() - started)
+        if failure:
+            self._failed(operation, failure)
+            return None
+        return response
+
+    async def timed_stream(self, operation: str, path: str) -> list[str] | None:
+        """GET a streamed body line by line as it arrives; the latency runs to its last byte."""
+        started = time.perf_counter()
+        failure = None
+        try:
+            async with self.client.stream("GET", path, headers=self.headers) as response:
+                if response.status_code == 200:
+                    lines = [line async for line in response.aiter_lines() if line]
+                else:
+                    failure = str(response.status_code)
+        except httpx.HTTPError as exc:
+            failure = type(exc).__name__
+        self.result.latencies[operation].append(time.perf_counter() - started)
+        if failure:
+            self._failed(operation, failure)
+            return None
+        return lines
+
+    def _failed(self, operation: str, why: str) -> None:
+        self.result.failures[why] += 1
+        self.result.failures_by_operation[(operation, why)] += 1
+
+    async def log_in(self) -> bool:
+        signup = await self.timed("signup", "POST", "/auth/signup", ok=(201,),
+                                  json={"email": self.email, "password": self.password})
+        if signup is None:
+            return False
+        token = await self.timed("login", "POST", "/auth/token",
+                                 data={"username": self.email, "password": self.password})
+        if token is None:
+            return False
+        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        return True
+
+    async def one_round(self, budget: _Budget, round_number: int) -> bool:
+        """create, list (page by page), get, export; False once the budget is spent."""
+        if not budget.take():
+            return False
+        created = await self.timed("create", "POST", "/tasks", ok=(201,), json={"title": f"load task {round_number}"})
+        if created is not None:
+            self.task_ids.append(created.json()["id"])
+        cursor = None
+        for _ in range(MAX_PAGES):
+            if not budget.take():
+                return False
+            params = {"limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
+            page = await self.timed("list", "GET", "/tasks", params=params)
+            cursor = page.json().get("next_cursor") if page is not None else None
+            if not cursor:
+                break
+        if self.task_ids:
+            if not budget.take():
+                return False
+            task_id = self.task_ids[round_number % len(self.task_ids)]
+            await self.timed("get", "GET", f"/tasks/{task_id}")
+        if not budget.take():
+            return False
+        lines = await self.timed_stream("export", "/tasks/export")
+        if lines is not None:
+            try:
+                exported = [json.loads(line) for line in lines]
+            except ValueError:
+                self._failed("export", "not JSON Lines")
+            else:
+                if len(exported) < len(self.task_ids):  # a stream cut short is a failure, whatever its status
+                    self._failed("export", "short stream")
+        return True
+
+
+async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | None = None, users: int = 10,
+                   timeout: float = 30.0) -> LoadResult:
+    """Run `users` virtual users against `url` until `seconds` have passed or `requests` were sent."""
+    result = LoadResult(users=users, seconds=0.0)
+    run_id = secrets.token_hex(4)  # fresh accounts on every run: the same service can be loaded twice
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)  # a connection per user
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        budget: _Budget | None = None
+
+        async def user(number: int) -> None:
+            virtual = _User(client, result, f"load-{run_id}-{number}@example.com")
+            if not await virtual.log_in():
+                return
+            round_number = 0
+            while await virtual.one_round(budget, round_number):
+                round_number += 1
+
+        budget = _Budget(seconds, requests)  # the signups and logins count in the duration, not the request count
+        started = time.perf_counter()
+        await asyncio.gather(*(user(number) for number in range(users)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="the service's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--seconds", type=float, default=None, help="stop starting operations after this many seconds")
+    parser.add_argument("--requests", type=int, default=None, help="stop after this many requests (signups and logins excluded)")
+    parser.add_argument("--users", type=int, default=10, help="virtual users running at once (default 10)")
+    args = parser.parse_args(argv)
+    if args.seconds is None and args.requests is None:
+        args.seconds = 10.0
+    if args.users < 1 or (args.seconds is not None and args.seconds <= 0) or (args.requests is not None and args.requests < 1):
+        parser.error("--users, --seconds and --requests must be positive")
+    result = asyncio.run(run_load(args.url, seconds=args.seconds, requests=args.requests, users=args.users))
+    print(result.report())
+    return 1 if result.errors else 0  # a failed request fails the run (a CI step can gate on it)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,17 +2,18 @@
 
     python capstone/loadtest.py --url http://127.0.0.1:8000 --seconds 20 --users 20
 
-Each virtual user signs up and logs in once, then loops: create a task, list its tasks page by page
-(keyset cursor), read one, export them all as a JSON Lines stream. The run is bounded by a duration
-(`--seconds`: no operation starts after it) and/or a number of requests (`--requests`). It prints
-the throughput, p50/p95/p99 per operation and the failed requests by status; from Python,
-`await run_load(url, ...)` returns every latency for a plot.
+Each virtual user signs up and logs in once (the set-up phase: two argon2 computations on the server
+per user, timed but kept out of the throughput), then loops until the bound: create a task, list its
+tasks page by page (keyset cursor), read one, export them all as a JSON Lines stream. The loop is
+bounded by a duration (`--seconds`: no request starts after it) and/or a number of requests
+(`--requests`). It prints the throughput, p50/p95/p99 per operation and the failed requests by status
+(exit code 1 if any failed); from Python, `await run_load(url, ...)` returns every latency for a plot.
 
 Written on httpx.AsyncClient rather than locust: no new dependency (locust brings gevent, whose
 monkey-patching does not belong in a notebook's asyncio kernel), it runs inside the notebook's event
-loop, and it speaks the same client the course uses everywhere. The price: one Python process
-generates the load, so on a small machine the client's own CPU bounds the throughput it can show;
-the figures compare configurations measured the same way, never absolute capacity.
+loop, and it speaks the client the course uses everywhere. The price: one Python process generates
+the load, so on a small machine the client's own CPU bounds the throughput it can show; compare
+configurations measured the same way, never read the figures as a capacity.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-OPERATIONS = ("signup", "login", "create", "list", "get", "export")
-PAGE_SIZE = 5  # small pages, so a list walks more than one of them
+SETUP = ("signup", "login")
+MIXED = ("create", "list", "get", "export")
+OPERATIONS = SETUP + MIXED
+PAGE_SIZE = 5  # small pages, so that a list walks more than one of them
 MAX_PAGES = 3  # a user with many tasks reads its first pages only, as a UI would
 
 
@@ -39,14 +42,19 @@ class LoadResult:
     """What a run measured: every latency (seconds) by operation, every failure by status."""
 
     users: int
-    seconds: float  # wall time from the first request to the last response
+    seconds: float = 0.0  # wall time of the mixed phase (the set-up excluded)
+    setup_seconds: float = 0.0  # wall time of the signups and logins (0 when accounts were given)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
-    failures: Counter = field(default_factory=Counter)  # "503" or "ConnectTimeout" -> count
+    failures: Counter = field(default_factory=Counter)  # "503" or "ReadTimeout" -> count
     failures_by_operation: Counter = field(default_factory=Counter)  # ("create", "503") -> count
+
+    def values(self, operations: tuple[str, ...] = MIXED) -> list[float]:
+        return [value for operation in operations for value in self.latencies[operation]]
 
     @property
     def requests(self) -> int:
-        return sum(len(values) for values in self.latencies.values())
+        """Requests of the mixed phase (what the throughput counts)."""
+        return len(self.values(MIXED))
 
     @property
     def errors(self) -> int:
@@ -54,34 +62,31 @@ class LoadResult:
 
     @property
     def throughput(self) -> float:
-        """Requests answered per second over the whole run (failed ones included)."""
+        """Mixed-phase requests answered per second (failed ones included)."""
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
-    def percentile(self, q: float, operation: str | None = None) -> float:
-        """The q-th percentile (0-100) of one operation's latencies, or of all of them; seconds."""
-        values = self.latencies[operation] if operation else [v for vs in self.latencies.values() for v in vs]
-        return percentile(values, q)
+    def percentile(self, q: float, operations: tuple[str, ...] | str = MIXED) -> float:
+        """The q-th percentile (0-100) in seconds, of one operation or of several (default: the mixed phase)."""
+        return percentile(self.values((operations,) if isinstance(operations, str) else operations), q)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per operation (and "all"): count, p50, p95, p99 in milliseconds."""
+        """Per operation, and "mixed" for the four of the loop: count, p50, p95, p99 in milliseconds."""
         rows = {}
-        for operation in [*OPERATIONS, None]:
-            values = self.latencies[operation] if operation else [v for vs in self.latencies.values() for v in vs]
+        for name, operations in [*((op, (op,)) for op in OPERATIONS), ("mixed", MIXED)]:
+            values = self.values(operations)
             if values:
-                rows[operation or "all"] = {
-                    "count": len(values),
-                    **{f"p{q}": 1000 * percentile(values, q) for q in (50, 95, 99)},
-                }
+                rows[name] = {"count": len(values), **{f"p{q}": 1000 * percentile(values, q) for q in (50, 95, 99)}}
         return rows
 
     def report(self) -> str:
-        lines = [f"{self.requests} requests from {self.users} users in {self.seconds:.1f} s: "
-                 f"{self.throughput:.0f} requests/s, {self.errors} failed",
+        lines = [f"{self.users} virtual users; set-up (signup + login each) {self.setup_seconds:.1f} s; "
+                 f"then {self.requests} requests in {self.seconds:.1f} s: {self.throughput:.0f} requests/s; "
+                 f"{self.errors} failed",
                  f"{'operation':<10}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
         for operation, row in self.summary().items():
             lines.append(f"{operation:<10}{row['count']:>7}{row['p50']:>9.1f}{row['p95']:>9.1f}{row['p99']:>9.1f}")
         if self.failures:
-            lines.append("failed: " + ", ".join(f"{status} x{count}" for status, count in sorted(self.failures.items())))
+            lines.append("failed: " + ", ".join(f"{why} x{count}" for why, count in sorted(self.failures.items())))
         return "\n".join(lines)
 
 
@@ -93,6 +98,14 @@ def percentile(values: list[float], q: float) -> float:
     rank = (len(ordered) - 1) * q / 100
     low, high = math.floor(rank), math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Accounts:
+    """Signed-up users' access tokens: a second run (or another deployment with the same key) reuses them."""
+
+    tokens: list[str]
+    setup: LoadResult  # the signups' and logins' latencies and failures
 
 
 class _Budget:
@@ -113,12 +126,11 @@ class _Budget:
 
 
 class _User:
-    """One virtual user: its own account and token, timing every request it makes."""
+    """One virtual user, timing every request it makes into `result`."""
 
-    def __init__(self, client: httpx.AsyncClient, result: LoadResult, email: str) -> None:
-        self.client, self.result, self.email = client, result, email
-        self.password = secrets.token_urlsafe(16)
-        self.headers: dict[str, str] = {}
+    def __init__(self, client: httpx.AsyncClient, result: LoadResult, token: str | None = None) -> None:
+        self.client, self.result = client, result
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.task_ids: list[int] = []
 
     async def timed(self, operation: str, method: str, path: str, *, ok: tuple[int, ...] = (200,),
@@ -128,8 +140,7 @@ class _User:
         try:
             response = await self.client.request(method, path, headers=self.headers, **kwargs)
         except httpx.HTTPError as exc:
-            response = None
-            failure = type(exc).__name__
+            response, failure = None, type(exc).__name__
         else:
             failure = None if response.status_code in ok else str(response.status_code)
         self.result.latencies[operation].append(time.perf_counter() - started)
@@ -141,7 +152,7 @@ class _User:
     async def timed_stream(self, operation: str, path: str) -> list[str] | None:
         """GET a streamed body line by line as it arrives; the latency runs to its last byte."""
         started = time.perf_counter()
-        failure = None
+        lines, failure = [], None
         try:
             async with self.client.stream("GET", path, headers=self.headers) as response:
                 if response.status_code == 200:
@@ -160,17 +171,13 @@ class _User:
         self.result.failures[why] += 1
         self.result.failures_by_operation[(operation, why)] += 1
 
-    async def log_in(self) -> bool:
-        signup = await self.timed("signup", "POST", "/auth/signup", ok=(201,),
-                                  json={"email": self.email, "password": self.password})
-        if signup is None:
-            return False
-        token = await self.timed("login", "POST", "/auth/token",
-                                 data={"username": self.email, "password": self.password})
-        if token is None:
-            return False
-        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        return True
+    async def sign_up(self, email: str) -> str | None:
+        """Signup, then a token by the OAuth2 password flow; the token, or None if either failed."""
+        password = secrets.token_urlsafe(16)
+        if await self.timed("signup", "POST", "/auth/signup", ok=(201,), json={"email": email, "password": password}) is None:
+            return None
+        token = await self.timed("login", "POST", "/auth/token", data={"username": email, "password": password})
+        return token.json()["access_token"] if token is not None else None
 
     async def one_round(self, budget: _Budget, round_number: int) -> bool:
         """create, list (page by page), get, export; False once the budget is spent."""
@@ -191,8 +198,7 @@ class _User:
         if self.task_ids:
             if not budget.take():
                 return False
-            task_id = self.task_ids[round_number % len(self.task_ids)]
-            await self.timed("get", "GET", f"/tasks/{task_id}")
+            await self.timed("get", "GET", f"/tasks/{self.task_ids[round_number % len(self.task_ids)]}")
         if not budget.take():
             return False
         lines = await self.timed_stream("export", "/tasks/export")
@@ -207,26 +213,49 @@ class _User:
         return True
 
 
-async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | None = None, users: int = 10,
-                   timeout: float = 30.0) -> LoadResult:
-    """Run `users` virtual users against `url` until `seconds` have passed or `requests` were sent."""
-    result = LoadResult(users=users, seconds=0.0)
-    run_id = secrets.token_hex(4)  # fresh accounts on every run: the same service can be loaded twice
+def _client(url: str, users: int, timeout: float) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)  # a connection per user
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
-        budget: _Budget | None = None
+    return httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
 
-        async def user(number: int) -> None:
-            virtual = _User(client, result, f"load-{run_id}-{number}@example.com")
-            if not await virtual.log_in():
-                return
-            round_number = 0
+
+async def sign_up_users(url: str, users: int, *, timeout: float = 60.0) -> Accounts:
+    """`users` fresh accounts (signed up and logged in at once); those that failed are left out."""
+    setup = LoadResult(users=users)
+    run_id = secrets.token_hex(4)  # fresh emails on every run: the same database can be loaded again
+    async with _client(url, users, timeout) as client:
+        started = time.perf_counter()
+        tokens = await asyncio.gather(*(_User(client, setup).sign_up(f"load-{run_id}-{n}@example.com")
+                                        for n in range(users)))
+        setup.setup_seconds = time.perf_counter() - started
+    return Accounts(tokens=[token for token in tokens if token], setup=setup)
+
+
+async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | None = None, users: int = 10,
+                   accounts: Accounts | None = None, concurrency: int | None = None, timeout: float = 30.0) -> LoadResult:
+    """Sign up `users` (unless `accounts` are given), then run the mixed loop until the bound.
+
+    `concurrency`: loops running at once (default: one per account); more loops than accounts share
+    the accounts round-robin, as one person's browser tabs and phone do (signups cost two argon2 runs).
+    """
+    if seconds is None and requests is None:  # refused before anything is sent
+        raise ValueError("bound the run: give seconds, requests or both")
+    if accounts is None:
+        accounts = await sign_up_users(url, users, timeout=timeout)
+    setup = accounts.setup
+    loops = [accounts.tokens[n % len(accounts.tokens)] for n in range(concurrency or len(accounts.tokens))] if accounts.tokens else []
+    result = LoadResult(users=len(loops), setup_seconds=setup.setup_seconds,
+                        latencies={**{op: [] for op in OPERATIONS}, **{op: list(setup.latencies[op]) for op in SETUP}},
+                        failures=Counter(setup.failures), failures_by_operation=Counter(setup.failures_by_operation))
+    async with _client(url, max(1, len(loops)), timeout) as client:
+        budget = _Budget(seconds, requests)  # the mixed phase's bound starts now
+
+        async def user(token: str) -> None:
+            virtual, round_number = _User(client, result, token), 0
             while await virtual.one_round(budget, round_number):
                 round_number += 1
 
-        budget = _Budget(seconds, requests)  # the signups and logins count in the duration, not the request count
         started = time.perf_counter()
-        await asyncio.gather(*(user(number) for number in range(users)))
+        await asyncio.gather(*(user(token) for token in loops))
         result.seconds = time.perf_counter() - started
     return result
 
@@ -234,8 +263,8 @@ async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the service's base URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--seconds", type=float, default=None, help="stop starting operations after this many seconds")
-    parser.add_argument("--requests", type=int, default=None, help="stop after this many requests (signups and logins excluded)")
+    parser.add_argument("--seconds", type=float, default=None, help="no request starts after this many seconds (default 10)")
+    parser.add_argument("--requests", type=int, default=None, help="stop after this many requests (signups and logins not counted)")
     parser.add_argument("--users", type=int, default=10, help="virtual users running at once (default 10)")
     args = parser.parse_args(argv)
     if args.seconds is None and args.requests is None:

@@ -359,6 +359,7 @@ def deploy_service(
     web_workers: int = 2,
     env: Mapping[str, str] | None = None,
     job_worker: bool = True,
+    migrate: bool = True,
     startup_timeout: float = 60.0,
     graceful_timeout: int = 5,
     stop_timeout: float = 15.0,
@@ -367,6 +368,8 @@ def deploy_service(
     """Migrate, start the job worker and `uvicorn --workers N`; yield once /health/ready is 200.
 
     `env` overrides or adds TASKSERVICE_* settings (e.g. {"TASKSERVICE_DB_POOL_SIZE": "1"}).
+    `job_worker=False` / `migrate=False`: a second deployment on a database another one migrated and
+    whose job worker it shares.
     `graceful_timeout` is uvicorn's --timeout-graceful-shutdown: how long a SIGTERM waits for open
     requests and streams before closing them. Raises DeployError (the failing step and the end of
     its log) when a step fails; nothing is left running then either.
@@ -389,15 +392,18 @@ def deploy_service(
             stack.callback(started.stop, stop_timeout)
             return started
 
-        migrations = spawn("migrations", [sys.executable, "-m", "alembic", "-c",
-                                          str(capstone / "alembic.ini"), "upgrade", "head"])
-        try:
-            code = migrations.popen.wait(startup_timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        if code != 0:
-            raise DeployError(f"alembic upgrade head {'timed out' if code is None else f'exited with {code}'}:\n"
-                              f"{_tail(migrations.output())}")
+        migrations_output = ""
+        if migrate:
+            migrations = spawn("migrations", [sys.executable, "-m", "alembic", "-c",
+                                              str(capstone / "alembic.ini"), "upgrade", "head"])
+            try:
+                code = migrations.popen.wait(startup_timeout)
+            except subprocess.TimeoutExpired:
+                code = None
+            migrations_output = migrations.output()
+            if code != 0:
+                raise DeployError(f"alembic upgrade head {'timed out' if code is None else f'exited with {code}'}:\n"
+                                  f"{_tail(migrations_output)}")
 
         worker = spawn("worker", [sys.executable, "-m", "taskservice.worker"]) if job_worker else None
 
@@ -414,7 +420,7 @@ def deploy_service(
         else:
             raise DeployError(f"uvicorn could not bind a free port in 3 attempts:\n{_tail(web.output())}")
         yield DeployedService(url=url, port=port, env=service_env, web=web, worker=worker,
-                              migrations_output=migrations.output())
+                              migrations_output=migrations_output)
 
 
 def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | None, timeout: float) -> bool:

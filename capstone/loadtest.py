@@ -105,6 +105,7 @@ class Accounts:
     """Signed-up users' access tokens: a second run (or another deployment with the same key) reuses them."""
 
     tokens: list[str]
+    credentials: list[tuple[str, str]]  # (email, password) of the same users, for logins during a run
     setup: LoadResult  # the signups' and logins' latencies and failures
 
 
@@ -171,11 +172,13 @@ class _User:
         self.result.failures[why] += 1
         self.result.failures_by_operation[(operation, why)] += 1
 
-    async def sign_up(self, email: str) -> str | None:
+    async def sign_up(self, email: str, password: str) -> str | None:
         """Signup, then a token by the OAuth2 password flow; the token, or None if either failed."""
-        password = secrets.token_urlsafe(16)
         if await self.timed("signup", "POST", "/auth/signup", ok=(201,), json={"email": email, "password": password}) is None:
             return None
+        return await self.log_in(email, password)
+
+    async def log_in(self, email: str, password: str) -> str | None:
         token = await self.timed("login", "POST", "/auth/token", data={"username": email, "password": password})
         return token.json()["access_token"] if token is not None else None
 
@@ -224,18 +227,22 @@ async def sign_up_users(url: str, users: int, *, timeout: float = 60.0) -> Accou
     run_id = secrets.token_hex(4)  # fresh emails on every run: the same database can be loaded again
     async with _client(url, users, timeout) as client:
         started = time.perf_counter()
-        tokens = await asyncio.gather(*(_User(client, setup).sign_up(f"load-{run_id}-{n}@example.com")
-                                        for n in range(users)))
+        credentials = [(f"load-{run_id}-{n}@example.com", secrets.token_urlsafe(16)) for n in range(users)]
+        tokens = await asyncio.gather(*(_User(client, setup).sign_up(*pair) for pair in credentials))
         setup.setup_seconds = time.perf_counter() - started
-    return Accounts(tokens=[token for token in tokens if token], setup=setup)
+    signed_up = [(token, pair) for token, pair in zip(tokens, credentials) if token]
+    return Accounts(tokens=[token for token, _ in signed_up], credentials=[pair for _, pair in signed_up], setup=setup)
 
 
 async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | None = None, users: int = 10,
-                   accounts: Accounts | None = None, concurrency: int | None = None, timeout: float = 30.0) -> LoadResult:
+                   accounts: Accounts | None = None, concurrency: int | None = None, logins: int = 0,
+                   timeout: float = 30.0) -> LoadResult:
     """Sign up `users` (unless `accounts` are given), then run the mixed loop until the bound.
 
     `concurrency`: loops running at once (default: one per account); more loops than accounts share
     the accounts round-robin, as one person's browser tabs and phone do (signups cost two argon2 runs).
+    `logins`: that many more loops that only log in, again and again, during the run (people signing in
+    all day long: an argon2 verify each), timed as "login"; the request bound does not count them.
     """
     if seconds is None and requests is None:  # refused before anything is sent
         raise ValueError("bound the run: give seconds, requests or both")
@@ -246,7 +253,7 @@ async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | No
     result = LoadResult(users=len(loops), setup_seconds=setup.setup_seconds,
                         latencies={**{op: [] for op in OPERATIONS}, **{op: list(setup.latencies[op]) for op in SETUP}},
                         failures=Counter(setup.failures), failures_by_operation=Counter(setup.failures_by_operation))
-    async with _client(url, max(1, len(loops)), timeout) as client:
+    async with _client(url, max(1, len(loops) + logins), timeout) as client:
         budget = _Budget(seconds, requests)  # the mixed phase's bound starts now
 
         async def user(token: str) -> None:
@@ -254,8 +261,23 @@ async def run_load(url: str, *, seconds: float | None = 10.0, requests: int | No
             while await virtual.one_round(budget, round_number):
                 round_number += 1
 
+        async def signing_in(email: str, password: str) -> None:
+            virtual = _User(client, result)
+            while not done.is_set():
+                if await virtual.log_in(email, password) is None:
+                    return
+
+        done = asyncio.Event()
+
+        async def mixed() -> None:
+            try:
+                await asyncio.gather(*(user(token) for token in loops))
+            finally:
+                done.set()  # the login loops stop with the mixed ones
+
+        credentials = accounts.credentials
         started = time.perf_counter()
-        await asyncio.gather(*(user(token) for token in loops))
+        await asyncio.gather(mixed(), *(signing_in(*credentials[n % len(credentials)]) for n in range(logins if credentials else 0)))
         result.seconds = time.perf_counter() - started
     return result
 
@@ -266,12 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="no request starts after this many seconds (default 10)")
     parser.add_argument("--requests", type=int, default=None, help="stop after this many requests (signups and logins not counted)")
     parser.add_argument("--users", type=int, default=10, help="virtual users running at once (default 10)")
+    parser.add_argument("--logins", type=int, default=0, help="more loops that only log in, all the time (default 0)")
     args = parser.parse_args(argv)
     if args.seconds is None and args.requests is None:
         args.seconds = 10.0
-    if args.users < 1 or (args.seconds is not None and args.seconds <= 0) or (args.requests is not None and args.requests < 1):
-        parser.error("--users, --seconds and --requests must be positive")
-    result = asyncio.run(run_load(args.url, seconds=args.seconds, requests=args.requests, users=args.users))
+    if args.users < 1 or args.logins < 0 or (args.seconds is not None and args.seconds <= 0) or (
+            args.requests is not None and args.requests < 1):
+        parser.error("--users, --seconds and --requests must be positive, --logins not negative")
+    result = asyncio.run(run_load(args.url, seconds=args.seconds, requests=args.requests, users=args.users, logins=args.logins))
     print(result.report())
     return 1 if result.errors else 0  # a failed request fails the run (a CI step can gate on it)
 

@@ -413,6 +413,7 @@ def deploy_service(
                 sys.executable, "-m", "uvicorn", "--factory", "taskservice.main:create_app",
                 "--workers", str(web_workers), "--host", "127.0.0.1", "--port", str(port),
                 "--timeout-graceful-shutdown", str(int(graceful_timeout)),
+                "--no-access-log",  # the app writes its own JSON access line (capstone/README.md)
             ])
             url = f"http://127.0.0.1:{port}"
             if _wait_until_ready(url, web, worker, startup_timeout):

@@ -131,25 +131,27 @@ def test_a_signup_mail_arrives_through_the_job_worker_with_its_request_id(servic
     assert any("deploy-test-signup-1" in json.dumps(line) for line in web_lines), "the access log line carries the request id"
 
 
-def test_loadtest_bounded_by_requests_reports_every_operation(service, capsys):
-    assert loadtest.main(["--url", service.url, "--requests", "30", "--users", "3"]) == 0, capsys.readouterr().out
+def test_loadtest_from_a_terminal_is_bounded_and_reports_every_operation(service, capsys):
+    assert loadtest.main(["--url", service.url, "--requests", "20", "--users", "2"]) == 0, capsys.readouterr().out
     report = capsys.readouterr().out
-    assert "0 failed" in report and "p95 ms" in report
-    for operation in ("signup", "login", "create", "list", "get", "export", "all"):
+    assert "then 20 requests in" in report and "0 failed" in report, report
+    for operation in ("signup", "login", "create", "list", "get", "export", "mixed"):
         assert f"\n{operation} " in report, f"{operation} missing from the report:\n{report}"
 
 
-def test_loadtest_result_holds_latencies_and_failures(service):
-    result = asyncio.run(loadtest.run_load(service.url, seconds=None, requests=24, users=2))
+def test_run_load_reuses_accounts_runs_logins_and_counts_failures(service):
+    accounts = asyncio.run(loadtest.sign_up_users(service.url, 1))
+    assert len(accounts.tokens) == 1 and accounts.setup.errors == 0, accounts.setup.failures
+    result = asyncio.run(loadtest.run_load(service.url, seconds=None, requests=12, accounts=accounts, concurrency=3, logins=1))
     assert result.errors == 0, result.failures
-    assert len(result.latencies["signup"]) == len(result.latencies["login"]) == 2
-    assert result.requests == 24 + 4, "the request budget counts the rounds; signups and logins come on top"
-    assert result.percentile(50) <= result.percentile(95) <= result.percentile(99) <= max(
-        v for vs in result.latencies.values() for v in vs)
-    assert result.throughput > 0
+    assert result.requests == 12, "the request bound counts the mixed loop only"
+    assert len(result.latencies["signup"]) == 1, "no new signup: the accounts were given"
+    assert len(result.latencies["login"]) > len(accounts.setup.latencies["login"]), "the login loop ran during the run"
+    assert result.users == 3 and result.throughput > 0
+    assert result.percentile(50) <= result.percentile(95) <= result.percentile(99) <= max(result.values())
 
-    wrong = asyncio.run(loadtest.run_load(f"http://127.0.0.1:{service.port}/not-here", seconds=None, requests=4, users=1))
-    assert wrong.failures == {"404": 1}, "a signup refused is a failure counted by status, and the user stops"
+    wrong = asyncio.run(loadtest.run_load(f"{service.url}/not-here", seconds=None, requests=4, users=1))
+    assert wrong.failures == {"404": 1} and wrong.requests == 0, "a refused signup is counted by status, and the user stops"
 
 
 def test_percentile_interpolates_as_numpy_does():

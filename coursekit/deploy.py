@@ -416,7 +416,7 @@ def deploy_service(
                 "--no-access-log",  # the app writes its own JSON access line (capstone/README.md)
             ])
             url = f"http://127.0.0.1:{port}"
-            if _wait_until_ready(url, web, worker, startup_timeout):
+            if _wait_until_ready(url, web, worker, web_workers, startup_timeout):
                 break
         else:
             raise DeployError(f"uvicorn could not bind a free port in 3 attempts:\n{_tail(web.output())}")
@@ -424,8 +424,13 @@ def deploy_service(
                               migrations_output=migrations_output)
 
 
-def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | None, timeout: float) -> bool:
-    """True once GET /health/ready is 200; False when the port was taken; DeployError otherwise."""
+def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | None, web_workers: int,
+                      timeout: float) -> bool:
+    """True once every web worker has started and GET /health/ready is 200; False when the port was taken.
+
+    One 200 proves one worker only: the others may still be in their lifespan, so uvicorn's own line
+    "Application startup complete." is counted too, one per worker. DeployError when a process dies.
+    """
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -442,9 +447,10 @@ def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | No
                 raise DeployError(f"the job worker exited with {worker.popen.returncode}:\n{_tail(worker.output())}")
             try:
                 response = client.get(f"{url}/health/ready")
-                if response.status_code == 200:
+                started = web.output().count("Application startup complete.")
+                if response.status_code == 200 and started >= web_workers:
                     return True
-                last = f"{response.status_code} {response.text[:200]}"
+                last = f"{response.status_code} {response.text[:200]}, {started} of {web_workers} workers started"
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:

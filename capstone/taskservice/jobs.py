@@ -62,26 +62,39 @@ async def send_welcome_mail(connection: asyncpg.Connection, settings: Settings, 
     return True
 
 
-def retry_policy(parameters) -> DatabaseRetryEntrypointExecutor:
-    # Retries live in the database (they survive a worker restart): waits of 2, 4, 8, 16, 32 s, then the
-    # job is held as `failed` (on_failure="hold"), listable and replayable (lesson 13, sections 4.3-4.4).
-    return DatabaseRetryEntrypointExecutor(parameters, max_attempts=5, initial_delay=timedelta(seconds=2),
-                                           backoff_multiplier=2)
+def retry_policy(settings: Settings):
+    """Retries live in the database (they survive a worker restart): waits of r, 2r, 4r, ... (r =
+    JOB_RETRY_SECONDS), then the job is held as `failed`, listable and replayable (lesson 13, sections 4.3-4.4)."""
+
+    def executor(parameters) -> DatabaseRetryEntrypointExecutor:
+        return DatabaseRetryEntrypointExecutor(parameters, max_attempts=settings.job_max_retries,
+                                               initial_delay=timedelta(seconds=settings.job_retry_seconds),
+                                               backoff_multiplier=2)
+
+    return executor
+
+
+async def run_welcome_mail_job(connection: asyncpg.Connection, settings: Settings, payload: bytes | None,
+                               job_id: int | None = None) -> bool:
+    """One run of the job, logged with the request id of the signup that queued it (lesson 11)."""
+    fields = json.loads(payload or b"{}")
+    token = request_id_var.set(fields.get("request_id"))  # every line of this run carries the signup's id
+    described = {"job_id": job_id, "user_id": fields.get("user_id"), "entrypoint": WELCOME_MAIL}
+    try:
+        sent = await send_welcome_mail(connection, settings, fields)
+    except Exception as exc:
+        log.warning("welcome mail failed: %s: %s", type(exc).__name__, exc, extra={"fields": described})
+        raise  # the retry executor schedules the next attempt
+    else:
+        log.info("welcome mail %s", "sent" if sent else "not sent: already sent, or no such user",
+                 extra={"fields": {**described, "sent": sent}})
+        return sent
+    finally:
+        request_id_var.reset(token)
 
 
 def register_jobs(worker: QueueManager, settings: Settings, pool: asyncpg.Pool) -> None:
-    @worker.entrypoint(WELCOME_MAIL, executor_factory=retry_policy, on_failure="hold")
+    @worker.entrypoint(WELCOME_MAIL, executor_factory=retry_policy(settings), on_failure="hold")
     async def welcome_mail(job: Job) -> None:
-        payload = json.loads(job.payload or b"{}")
-        token = request_id_var.set(payload.get("request_id"))  # the signup's id, on every line of this job
-        fields = {"job_id": job.id, "user_id": payload.get("user_id"), "entrypoint": WELCOME_MAIL}
-        try:
-            async with pool.acquire() as connection:
-                sent = await send_welcome_mail(connection, settings, payload)
-            log.info("welcome mail %s", "sent" if sent else "already sent or no user",
-                     extra={"fields": {**fields, "sent": sent}})
-        except Exception as exc:
-            log.warning("welcome mail failed: %s: %s", type(exc).__name__, exc, extra={"fields": fields})
-            raise  # the retry executor schedules the next attempt
-        finally:
-            request_id_var.reset(token)
+        async with pool.acquire() as connection:
+            await run_welcome_mail_job(connection, settings, job.payload, job.id)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -55,9 +55,23 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+# SQLSTATEs of a server that cannot serve: a broken connection (class 08), a server shutting down or
+# starting up (57P01-57P03: "the database system is starting up" during a restart). asyncpg raises
+# CannotConnectNowError for the last, which SQLAlchemy wraps in a plain DBAPIError, not OperationalError.
+SERVER_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if exc.connection_invalidated or state.startswith(SERVER_UNAVAILABLE_STATES):
+        return await database_unavailable(request, exc)
+    raise exc  # any other database error is a bug: a 500, logged with its traceback
+
+
 def install_database_errors(app: FastAPI) -> None:
     for error in UNAVAILABLE:
         app.add_exception_handler(error, database_unavailable)
+    app.add_exception_handler(DBAPIError, database_error)  # the other DBAPIErrors (its subclasses above win)
 
 
 def connection_arithmetic(settings: Settings) -> str:

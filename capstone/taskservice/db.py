@@ -38,8 +38,17 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
+    session = request.app.state.sessions()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except DBAPIError as exc:
+            # The connection broke under the request (a database restart): its rollback fails. Drop the
+            # connection rather than raise after the response (uvicorn would reset the client's connection).
+            log.warning("session close failed, connection dropped: %s", type(exc).__name__)
+            await session.invalidate()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

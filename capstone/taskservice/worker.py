@@ -39,10 +39,34 @@ async def run_worker(settings: Settings) -> None:
         await connection.close()
 
 
+RECONNECT_SECONDS = 1.0
+DATABASE_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresError)  # a restart, a failover, a dropped link
+
+
+async def serve(settings: Settings) -> None:
+    """run_worker until SIGTERM, started again when the database drops its connection (a restart): without
+    this the process exits on the first restart and no mail is sent again until someone restarts it."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await run_worker(settings)
+            return  # SIGTERM or SIGINT: run_worker finished its jobs and stopped
+        except DATABASE_LOST as exc:
+            log.error("worker lost the database: %s: %s; reconnecting in %s s", type(exc).__name__, exc, RECONNECT_SECONDS)
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):  # a signal while waiting stops the worker too
+            loop.add_signal_handler(stop_signal, stopping.set)
+        try:
+            await asyncio.wait_for(stopping.wait(), RECONNECT_SECONDS)
+            return
+        except TimeoutError:
+            pass
+
+
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)
-    asyncio.run(run_worker(settings))
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -36,9 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
+from coursekit import deploy
 from tests.conftest import start_embedded_postgres
-
-deploy = pytest.importorskip("coursekit.deploy")
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +258,11 @@ def test_another_users_task_is_a_404_and_no_response_carries_a_hash(service):
     assert me.status_code == 200 and set(me.json()) == {"id", "email", "created_at"} and me.json()["email"] == owner_email
     for response in responses:
         assert "$argon2" not in response.text and "password" not in response.text.lower(), response.text
+    # the access log times each of them (lesson 05): a duration, not a clock reading
+    ids = {response.headers["x-request-id"] for response in responses}
+    durations = [line["duration_ms"] for line in service.log_lines("web") if line.get("request_id") in ids
+                 and line.get("logger") == "taskservice.access"]
+    assert len(durations) == len(responses) and all(0 <= ms < 30_000 for ms in durations), durations
 
 
 def tracebacks(service, limit: int = 4000) -> str:

@@ -20,7 +20,8 @@ from .telemetry import configure_logging
 log = logging.getLogger("taskservice.worker")
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, stopping: asyncio.Event | None = None) -> None:
+    """One connected run of the queue; returns after SIGTERM/SIGINT (and sets `stopping`)."""
     server_settings = {"application_name": "taskservice-worker"}  # visible in pg_stat_activity
     connection = await asyncpg.connect(settings.asyncpg_dsn, server_settings=server_settings)
     try:
@@ -28,8 +29,14 @@ async def run_worker(settings: Settings) -> None:
             worker = QueueManager(Queries(AsyncpgDriver(connection)))
             register_jobs(worker, settings, pool)
             loop = asyncio.get_running_loop()
+
+            def stop() -> None:
+                worker.shutdown.set()
+                if stopping is not None:
+                    stopping.set()
+
             for stop_signal in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(stop_signal, worker.shutdown.set)
+                loop.add_signal_handler(stop_signal, stop)
             log.info("worker started")
             # dequeue_timeout: how often to look for work no NOTIFY announces (retries coming due, stalled jobs);
             # heartbeat_timeout: a killed worker's job is taken again after this long.
@@ -40,20 +47,23 @@ async def run_worker(settings: Settings) -> None:
 
 
 RECONNECT_SECONDS = 1.0
-DATABASE_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresError)  # a restart, a failover, a dropped link
 
 
 async def serve(settings: Settings) -> None:
-    """run_worker until SIGTERM, started again when the database drops its connection (a restart): without
-    this the process exits on the first restart and no mail is sent again until someone restarts it."""
+    """run_worker until SIGTERM, started again when it fails (a database restart closes its connections; what
+    pgqueuer raises then varies with the moment: InterfaceError, CannotConnectNowError, an error of one of its
+    own tasks). Without this the process exits on the first restart and no mail is sent again until someone
+    restarts it. Each failure is logged with its traceback."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    while True:
+    while not stopping.is_set():
         try:
-            await run_worker(settings)
-            return  # SIGTERM or SIGINT: run_worker finished its jobs and stopped
-        except DATABASE_LOST as exc:
-            log.error("worker lost the database: %s: %s; reconnecting in %s s", type(exc).__name__, exc, RECONNECT_SECONDS)
+            await run_worker(settings, stopping)
+            if stopping.is_set():
+                return  # SIGTERM or SIGINT: run_worker finished its jobs and stopped
+            log.error("worker stopped without a signal; starting again in %s s", RECONNECT_SECONDS)
+        except Exception as exc:
+            log.exception("worker failed: %s: %s; starting again in %s s", type(exc).__name__, exc, RECONNECT_SECONDS)
         for stop_signal in (signal.SIGTERM, signal.SIGINT):  # a signal while waiting stops the worker too
             loop.add_signal_handler(stop_signal, stopping.set)
         try:

@@ -16,6 +16,7 @@ worker, `uvicorn --factory --workers 2` as real processes on 127.0.0.1). The tes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -35,6 +36,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from coursekit import deploy
 from tests.conftest import start_embedded_postgres
@@ -366,38 +370,60 @@ def test_smtp_down_signup_still_201_failure_logged_with_request_id_mail_arrives_
     assert len(addressed()) == 1, f"{len(addressed())} welcome mails to {email}"
 
 
-EXPORTED_TASKS = 3_000  # ~1 MB of JSON Lines: more than the socket buffers take while the client waits
+EXPORTED_TASKS = 2_000
 GRACEFUL_SECONDS = 10  # uvicorn's --timeout-graceful-shutdown for this module's deployment
 
 
 def run_sql(database, statement: str, **parameters) -> list:
     """One statement on the database, on a connection of its own; the rows it returned."""
-    import asyncio
+    return asyncio.run(_run_sql(database, statement, parameters))
 
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
 
-    async def run() -> list:
+async def _run_sql(database, statement: str, parameters: dict) -> list:
+    engine = create_async_engine(database.url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), parameters)
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def tasks_table_locked(database) -> Iterator[threading.Event]:
+    """An ACCESS EXCLUSIVE lock on `tasks`, held by a transaction of its own until the yielded event is set.
+
+    Every request that reads or writes a task waits for it in PostgreSQL: a request held in flight on
+    the server, for as long as the test wants, whatever the machine's speed or the socket buffers.
+    """
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
         engine = create_async_engine(database.url, poolclass=NullPool)
         try:
             async with engine.begin() as conn:
-                result = await conn.execute(text(statement), parameters)
-                return list(result.all()) if result.returns_rows else []
+                await conn.execute(text("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
+                locked.set()
+                await asyncio.to_thread(release.wait, 60)
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    try:
+        assert locked.wait(15), "could not lock the tasks table"
+        yield release
+    finally:
+        release.set()
+        holder.join(30)
 
 
-def export_sessions_open(database) -> int:
-    """Connections of the service whose transaction is open between two batches of an export."""
-    return run_sql(database, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
-                             " AND query ILIKE '%FROM tasks%'")[0][0]
+def waiting_on_the_lock(database) -> int:
+    return run_sql(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0]
 
 
 def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, capsys):
-    """SIGTERM to the uvicorn master, an export stream and sign-ups in flight (uvicorn 0.54, 2 workers).
+    """SIGTERM to the uvicorn master, an export and a PATCH in flight, sign-ups arriving (uvicorn 0.54, 2 workers).
 
     What uvicorn does (supervisors/multiprocess.py, server.py): the master notices the signal within
     0.5 s (it polls), SIGTERMs each worker and waits for them. A worker stops accepting, closes its idle
@@ -405,14 +431,17 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
     --timeout-graceful-shutdown seconds, then cancels them), runs the lifespan shutdown and exits.
     The master keeps the listening socket open until it exits: a connection made meanwhile waits in
     the backlog, unanswered, and is reset when the master exits (no 503, no answer at all).
+
+    The export and the PATCH are held in flight by a lock on the tasks table, released only once both
+    workers are draining: all of the export's lines and the PATCH's answer are produced during the drain.
     """
     with httpx.Client(base_url=service.url, timeout=30) as client:
         _, token, user_id = new_account(client, "sigterm")
-        has_events = "/tasks/events" in client.get("/openapi.json").json()["paths"]
+        task_id = client.post("/tasks", json={"title": "to be changed during the drain"}, headers=bearer(token)).json()["id"]
     run_sql(database, "INSERT INTO tasks (owner_id, title, done, created_at, updated_at)"
-                      " SELECT :owner, 'task ' || n || ' ' || repeat('x', 180), false, now(), now()"
-                      " FROM generate_series(1, :count) AS n", owner=user_id, count=EXPORTED_TASKS)
-    resume_export, stop_signups = threading.Event(), threading.Event()
+                      " SELECT :owner, 'task ' || n, false, now(), now() FROM generate_series(2, :count) AS n",
+            owner=user_id, count=EXPORTED_TASKS)
+    stop_signups = threading.Event()
     outcome: dict[str, object] = {}
     signups: list[tuple[float, float, object]] = []
 
@@ -420,30 +449,21 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
         lines = 0
         try:
             with httpx.stream("GET", f"{service.url}/tasks/export", headers=bearer(token), timeout=30) as response:
-                outcome["export status"] = response.status_code
                 for line in response.iter_lines():
-                    if line.strip():
-                        json.loads(line)  # every line whole
-                        lines += 1
-                    if lines == 1:
-                        outcome["export started"] = True
-                        resume_export.wait(20)  # the client stops reading: the server is held mid-stream
-                        outcome["export lines before resuming"] = lines
-            outcome["export end"] = "complete"
+                    json.loads(line)  # every line whole
+                    lines += 1
+            outcome["export"] = (response.status_code, "complete")
         except httpx.HTTPError as exc:
-            outcome["export end"] = type(exc).__name__
+            outcome["export"] = (None, type(exc).__name__)
         outcome["export lines"], outcome["export done at"] = lines, time.monotonic()
 
-    def events() -> None:
+    def patch() -> None:
         try:
-            with httpx.stream("GET", f"{service.url}/tasks/events", headers=bearer(token), timeout=30) as response:
-                outcome["events status"] = response.status_code
-                for _ in response.iter_lines():
-                    pass
-            outcome["events end"] = "closed cleanly"
+            response = httpx.patch(f"{service.url}/tasks/{task_id}", json={"done": True}, headers=bearer(token), timeout=30)
+            outcome["patch"] = (response.status_code, response.json().get("done"))
         except httpx.HTTPError as exc:
-            outcome["events end"] = type(exc).__name__
-        outcome["events done at"] = time.monotonic()
+            outcome["patch"] = (type(exc).__name__, None)
+        outcome["patch done at"] = time.monotonic()
 
     def keep_signing_up() -> None:
         with httpx.Client(base_url=service.url, timeout=30) as client:
@@ -465,51 +485,46 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
         except httpx.HTTPError as exc:
             outcome["late request"] = (type(exc).__name__, time.monotonic() - sent)
 
-    streams = [threading.Thread(target=export)] + ([threading.Thread(target=events)] if has_events else [])
+    in_flight = [threading.Thread(target=export), threading.Thread(target=patch)]
     signers = [threading.Thread(target=keep_signing_up) for _ in range(3)]
     stopper = threading.Thread(target=lambda: outcome.update({"exit code": service.terminate(timeout=GRACEFUL_SECONDS + 10)}))
     late = threading.Thread(target=late_request)
-    try:
-        for thread in [*streams, *signers]:
-            thread.start()
-        deadline = time.monotonic() + 15
-        while ("export started" not in outcome or len(signups) < 3) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        sigterm_at = time.monotonic()
-        stopper.start()
-        # Each worker logs "Shutting down" as it starts its graceful shutdown
-        while service.output("web").count("Shutting down") < 2 and time.monotonic() < deadline + 10:
-            time.sleep(0.01)
-        draining_at = time.monotonic()
-        held_sessions = export_sessions_open(database)  # the export is still running on the server
-        late.start()
-        time.sleep(0.2)
-        stop_signups.set()
-    finally:
-        resume_export.set()
-        stop_signups.set()
-        for thread in [*streams, *signers, late, stopper]:
-            if thread.is_alive() or thread is not late:
+    with tasks_table_locked(database) as release:
+        try:
+            for thread in [*in_flight, *signers]:
+                thread.start()
+            deadline = time.monotonic() + 15
+            while (waiting_on_the_lock(database) < 2 or len(signups) < 3) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            held = waiting_on_the_lock(database)
+            sigterm_at = time.monotonic()
+            stopper.start()
+            # each worker logs "Shutting down" as its graceful shutdown begins
+            while service.output("web").count("Shutting down") < 2 and time.monotonic() < deadline + 10:
+                time.sleep(0.01)
+            draining_at = time.monotonic()
+            late.start()
+            time.sleep(0.3)
+            stop_signups.set()
+        finally:
+            release.set()  # the export and the PATCH go on, now that both workers are draining
+            stop_signups.set()
+            for thread in [*in_flight, *signers, stopper, *([late] if late.is_alive() else [])]:
                 thread.join(GRACEFUL_SECONDS + 15)
     stopped_in = time.monotonic() - sigterm_at
     statuses = Counter(str(status) for _, _, status in signups)
-    across = sum(sent < draining_at < answered for sent, answered, status in signups if status == 201)
     with capsys.disabled():
-        print(f"\nSIGTERM to the uvicorn master: both workers draining after {draining_at - sigterm_at:.2f} s, master"
-              f" exit code {outcome.get('exit code')} after {stopped_in:.1f} s; export: {outcome.get('export lines')}/"
-              f"{EXPORTED_TASKS} lines, {outcome.get('export end')} (its session still open at the drain: {held_sessions});"
-              f" sign-ups around it: {dict(statuses)} ({across} answered after the drain began);"
-              + (f" events stream: {outcome.get('events end')} {outcome['events done at'] - sigterm_at:.1f} s after the signal;"
-                 if has_events else "")
-              + f" a new connection during the drain: {outcome.get('late request')}")
+        print(f"\nSIGTERM to the uvicorn master: both workers draining after {draining_at - sigterm_at:.2f} s, master exit"
+              f" code {outcome.get('exit code')} after {stopped_in:.1f} s; held in flight on the lock: {held} requests;"
+              f" export {outcome.get('export')} with {outcome.get('export lines')}/{EXPORTED_TASKS} lines, PATCH"
+              f" {outcome.get('patch')}, both answered after the drain began; sign-ups around it: {dict(statuses)};"
+              f" a new connection during the drain: {outcome.get('late request')}")
+    assert held == 2, "the export and the PATCH were not both waiting in PostgreSQL"
     assert outcome["exit code"] == 0, service.output("web")[-2000:]
-    assert held_sessions >= 1, "the export had finished before the workers drained: nothing was in flight"
-    assert outcome["export status"] == 200 and outcome["export end"] == "complete", outcome
-    assert outcome["export lines"] == EXPORTED_TASKS and outcome["export lines before resuming"] < EXPORTED_TASKS
-    # every sign-up that got an answer got a whole 201; the ones cut are those that found no worker left
+    assert outcome["export"] == (200, "complete") and outcome["export lines"] == EXPORTED_TASKS, outcome
+    assert outcome["patch"] == (200, True), outcome
+    assert outcome["export done at"] > draining_at and outcome["patch done at"] > draining_at
+    # every sign-up that got an answer got a whole 201; one cut is one that found no worker left
     assert statuses["201"] >= 3 and not [s for s in statuses if s.isdigit() and s != "201"], statuses
-    if has_events:  # an endless stream holds its worker until the graceful timeout, then is cut mid-body
-        assert outcome["events status"] == 200 and outcome["events end"] == "RemoteProtocolError"
-        assert GRACEFUL_SECONDS - 1 < outcome["events done at"] - sigterm_at < GRACEFUL_SECONDS + 5
     # never answered: it waited in the master's backlog and was reset when the master exited
     assert outcome["late request"][0] in ("ReadError", "RemoteProtocolError"), outcome["late request"]

@@ -53,8 +53,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
+
+def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For endless streams: a short session per read, instead of one held (with its connection) for hours."""
+    return request.app.state.sessions
+
+
+SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
+
 # Exceptions that mean "the database cannot serve right now": the pool's wait ran out, the server is
-# down or restarting, a connection broke. OSError: asyncpg's refused connect, not wrapped by SQLAlchemy.
+# down or restarting. OSError: asyncpg's refused or timed-out connect (ConnectionRefusedError,
+# TimeoutError) reaches us unwrapped by SQLAlchemy.
 UNAVAILABLE = (PoolTimeoutError, OperationalError, InterfaceError, OSError)
 
 
@@ -71,6 +80,10 @@ SERVER_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
 
 
 async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A connection dropped mid-request (a server restart, pg_terminate_backend) arrives with
+    `connection_invalidated`: pre-ping cannot save a transaction already running (lesson 07, section 4), but
+    the client may retry the whole request. So may it when the server refuses to connect while it starts up.
+    Any other database error is a bug: a 500."""
     state = getattr(exc.orig, "sqlstate", None) or ""
     if exc.connection_invalidated or state.startswith(SERVER_UNAVAILABLE_STATES):
         return await database_unavailable(request, exc)

@@ -371,7 +371,7 @@ def test_smtp_down_signup_still_201_failure_logged_with_request_id_mail_arrives_
 
 
 EXPORTED_TASKS = 2_000
-GRACEFUL_SECONDS = 10  # uvicorn's --timeout-graceful-shutdown for this module's deployment
+GRACEFUL_SECONDS = 5  # uvicorn's --timeout-graceful-shutdown (deploy_service's default, said here for the asserts)
 
 
 def run_sql(database, statement: str, **parameters) -> list:
@@ -434,6 +434,8 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
 
     The export and the PATCH are held in flight by a lock on the tasks table, released only once both
     workers are draining: all of the export's lines and the PATCH's answer are produced during the drain.
+    The user's event stream (SSE, endless) is open across the signal: it holds its worker until the
+    graceful timeout.
     """
     with httpx.Client(base_url=service.url, timeout=30) as client:
         _, token, user_id = new_account(client, "sigterm")
@@ -465,6 +467,19 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
             outcome["patch"] = (type(exc).__name__, None)
         outcome["patch done at"] = time.monotonic()
 
+    def events() -> None:
+        """The user's event stream, open across the signal: endless by design (keep-alive pings)."""
+        received: list[str] = []
+        try:
+            with httpx.stream("GET", f"{service.url}/tasks/events", headers=bearer(token), timeout=30) as response:
+                outcome["events opened"] = response.status_code
+                for line in response.iter_lines():
+                    received.append(line)
+            outcome["events end"] = "closed cleanly"
+        except httpx.HTTPError as exc:
+            outcome["events end"] = type(exc).__name__
+        outcome["events done at"], outcome["events lines"] = time.monotonic(), received
+
     def keep_signing_up() -> None:
         with httpx.Client(base_url=service.url, timeout=30) as client:
             while not stop_signups.is_set():
@@ -485,7 +500,7 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
         except httpx.HTTPError as exc:
             outcome["late request"] = (type(exc).__name__, time.monotonic() - sent)
 
-    in_flight = [threading.Thread(target=export), threading.Thread(target=patch)]
+    in_flight = [threading.Thread(target=export), threading.Thread(target=patch), threading.Thread(target=events)]
     signers = [threading.Thread(target=keep_signing_up) for _ in range(3)]
     stopper = threading.Thread(target=lambda: outcome.update({"exit code": service.terminate(timeout=GRACEFUL_SECONDS + 10)}))
     late = threading.Thread(target=late_request)
@@ -494,7 +509,8 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
             for thread in [*in_flight, *signers]:
                 thread.start()
             deadline = time.monotonic() + 15
-            while (waiting_on_the_lock(database) < 2 or len(signups) < 3) and time.monotonic() < deadline:
+            while (waiting_on_the_lock(database) < 2 or len(signups) < 3 or "events opened" not in outcome
+                   ) and time.monotonic() < deadline:
                 time.sleep(0.02)
             held = waiting_on_the_lock(database)
             sigterm_at = time.monotonic()
@@ -517,13 +533,21 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(service, database, c
         print(f"\nSIGTERM to the uvicorn master: both workers draining after {draining_at - sigterm_at:.2f} s, master exit"
               f" code {outcome.get('exit code')} after {stopped_in:.1f} s; held in flight on the lock: {held} requests;"
               f" export {outcome.get('export')} with {outcome.get('export lines')}/{EXPORTED_TASKS} lines, PATCH"
-              f" {outcome.get('patch')}, both answered after the drain began; sign-ups around it: {dict(statuses)};"
+              f" {outcome.get('patch')}, both answered after the drain began; the event stream: {outcome.get('events end')}"
+              f" {outcome['events done at'] - draining_at:.1f} s after the drain began; sign-ups around it: {dict(statuses)};"
               f" a new connection during the drain: {outcome.get('late request')}")
     assert held == 2, "the export and the PATCH were not both waiting in PostgreSQL"
     assert outcome["exit code"] == 0, service.output("web")[-2000:]
     assert outcome["export"] == (200, "complete") and outcome["export lines"] == EXPORTED_TASKS, outcome
     assert outcome["patch"] == (200, True), outcome
     assert outcome["export done at"] > draining_at and outcome["patch done at"] > draining_at
+    # the endless stream kept its worker (and the master) until the graceful timeout, then was cut mid-body;
+    # meanwhile it still carried the PATCH's change, made during the drain
+    assert outcome["events opened"] == 200 and outcome["events end"] == "RemoteProtocolError", outcome
+    assert GRACEFUL_SECONDS - 1 < outcome["events done at"] - draining_at < GRACEFUL_SECONDS + 4, outcome
+    assert any(f'"task_id":{task_id},"kind":"updated"' in line.replace(" ", "") for line in outcome["events lines"]), (
+        outcome["events lines"])
+    assert stopped_in > GRACEFUL_SECONDS - 1
     # every sign-up that got an answer got a whole 201; one cut is one that found no worker left
     assert statuses["201"] >= 3 and not [s for s in statuses if s.isdigit() and s != "201"], statuses
     # never answered: it waited in the master's backlog and was reset when the master exited

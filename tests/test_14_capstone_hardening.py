@@ -43,6 +43,9 @@ from sqlalchemy.pool import NullPool
 from coursekit import deploy
 from tests.conftest import start_embedded_postgres
 
+GRACEFUL_SECONDS = 5  # uvicorn's --timeout-graceful-shutdown (deploy_service's default, said here for the asserts)
+EXPORTED_TASKS = 2_000  # the export held in flight across SIGTERM
+
 
 @pytest.fixture(scope="module")
 def database():
@@ -368,10 +371,6 @@ def test_smtp_down_signup_still_201_failure_logged_with_request_id_mail_arrives_
               f" {failures[0].get('message')!r} with the request id; the mail arrived {arrived_after:.1f} s"
               f" after the server came back, {len(addressed())} time(s)")
     assert len(addressed()) == 1, f"{len(addressed())} welcome mails to {email}"
-
-
-EXPORTED_TASKS = 2_000
-GRACEFUL_SECONDS = 5  # uvicorn's --timeout-graceful-shutdown (deploy_service's default, said here for the asserts)
 
 
 def run_sql(database, statement: str, **parameters) -> list:

@@ -3,16 +3,10 @@
 import json
 import threading
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from taskservice import security
-from taskservice.main import create_app
-from taskservice.settings import Settings
 
 from .conftest import PASSWORD
 
@@ -122,30 +116,3 @@ async def test_jwks_publishes_the_public_key_the_tokens_name(client, make_member
     claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["EdDSA"], audience="taskservice-api", issuer="taskservice")
     assert claims["sub"] == str(ann.id)
 
-
-async def test_login_holds_no_pooled_connection_while_argon2_runs(settings, database_url, known_hash, monkeypatch):
-    """Lesson 07, section 3: nothing slow while holding a connection. argon2 takes tens of milliseconds of CPU;
-    a login that keeps its session's connection meanwhile lets a burst of logins empty the pool for everyone."""
-    engine = create_async_engine(database_url, poolclass=NullPool)  # a committed user: the app reads with its own engine
-    async with engine.begin() as connection:
-        await connection.execute(text("INSERT INTO users (email, hashed_password, created_at) "
-                                      "VALUES ('pool-watch@example.com', :hashed, now())"), {"hashed": known_hash})
-    try:
-        own = create_app(Settings.model_validate({**settings.model_dump(), "db_pool_size": 1}))
-        checked_out_during_verify: list[int] = []
-        real_verify = security.password_hash.verify
-
-        def watched_verify(password: str, hashed: str) -> bool:
-            checked_out_during_verify.append(own.state.engine.pool.checkedout())
-            return real_verify(password, hashed)
-
-        monkeypatch.setattr(security.password_hash, "verify", watched_verify)
-        async with LifespanManager(own), httpx.AsyncClient(transport=httpx.ASGITransport(app=own), base_url="http://t") as client:
-            right = await client.post("/auth/token", data={"username": "pool-watch@example.com", "password": PASSWORD})
-            unknown = await client.post("/auth/token", data={"username": "nobody@example.com", "password": PASSWORD})
-        assert (right.status_code, unknown.status_code) == (200, 401)
-        assert checked_out_during_verify == [0, 0], "a login held its pooled connection while argon2 ran"
-    finally:
-        async with engine.begin() as connection:
-            await connection.execute(text("DELETE FROM users WHERE email = 'pool-watch@example.com'"))
-        await engine.dispose()

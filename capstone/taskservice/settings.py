@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     telemetry: bool = False
 
+    @field_validator("log_level")
+    @classmethod
+    def known_level(cls, level: str) -> str:
+        # else logging's ValueError comes out of create_app as a traceback, not as one named setting
+        if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level.upper()
+
     @field_validator("database_url")
     @classmethod
     def async_driver(cls, url: str) -> str:

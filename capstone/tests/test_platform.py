@@ -220,6 +220,12 @@ def test_required_settings_have_no_default(monkeypatch):
     assert "S3cret" not in repr(from_env) and "S3cret" not in str(from_env), "the database password in repr(settings)"
 
 
+def test_a_bad_log_level_is_a_named_setting_error(settings):
+    with pytest.raises(ValidationError, match="log_level"):
+        app_with(settings, log_level="LOUD")
+    assert app_with(settings, log_level="debug").state.settings.log_level == "DEBUG"
+
+
 def test_startup_refuses_more_connections_than_the_server_allows(settings):
     with pytest.raises(RuntimeError, match=r"20 web workers x \(pool 5 \+ overflow 0\) \+ job worker = 103 of max 100"):
         app_with(settings, web_workers=20)

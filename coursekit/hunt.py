@@ -279,7 +279,7 @@ def service_under_test(stem: str) -> Path:
         folder = course_root() / "capstone"
     if not (folder / PACKAGE_NAME / "__init__.py").is_file():
         raise CourseError(f"{folder}: no {PACKAGE_NAME} package there (`course reset 14` writes the exercise's copy)")
-    return folder.resolve()
+    return folder.absolute()
 
 
 def load_service(folder: Path):
@@ -290,9 +290,12 @@ def load_service(folder: Path):
         del sys.modules[name]
     sys.path[:] = [p for p in sys.path if not _holds_package(p)]
     sys.path.insert(0, folder)
-    _forget_tables()
     importlib.invalidate_caches()
-    return importlib.import_module(PACKAGE_NAME)
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no .pyc that a quick re-edit could outlive
+    try:
+        return importlib.import_module(PACKAGE_NAME)
+    finally:
+        sys.dont_write_bytecode = writes
 
 
 def _holds_package(entry: str) -> bool:
@@ -300,18 +303,3 @@ def _holds_package(entry: str) -> bool:
         return (Path(entry) / PACKAGE_NAME / "__init__.py").is_file()
     except (OSError, ValueError):
         return False
-
-
-def _forget_tables() -> None:
-    """SQLModel keeps every table class in one global MetaData: importing the models again would
-    raise "Table 'tasks' is already defined" without this."""
-    sqlmodel = sys.modules.get("sqlmodel")
-    if sqlmodel is not None:
-        sqlmodel.SQLModel.metadata.clear()
-        try:
-            from sqlmodel.main import default_registry
-
-            default_registry.dispose()
-            default_registry._class_registry.clear()
-        except (ImportError, AttributeError):
-            pass

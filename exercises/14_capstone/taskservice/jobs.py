@@ -1,0 +1,85 @@
+"""Durable jobs with pgqueuer (lesson 13): enqueued in the request's transaction, run by the worker.
+
+The outbox rule: the job row is written on the session's own connection, inside its transaction, so
+a signup that rolls back leaves no job, and a job never names a user that does not exist.
+"""
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+
+import asyncpg
+from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Queries, QueueManager
+from pgqueuer.models import Job
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .mail import send_mail, welcome_message
+from .settings import Settings
+from .telemetry import request_id_var
+
+log = logging.getLogger("taskservice.jobs")
+WELCOME_MAIL = "send_welcome_mail"
+
+
+async def queue_in(session: AsyncSession) -> Queries:
+    """pgqueuer's queries on the session's own asyncpg connection, inside its transaction."""
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN only with its first statement: a job enqueued before
+        # that would commit on its own and survive a rollback (lesson 13, section 3.2).
+        await connection.execute(text("SELECT 1"))
+    return Queries(AsyncpgDriver(raw))
+
+
+async def enqueue_welcome_mail(session: AsyncSession, user_id: int, email: str, request_id: str | None) -> int:
+    payload = json.dumps({"user_id": user_id, "email": email, "request_id": request_id}).encode()
+    [job_id] = await (await queue_in(session)).enqueue(WELCOME_MAIL, payload)
+    return job_id
+
+
+async def send_welcome_mail(connection: asyncpg.Connection, settings: Settings, payload: dict) -> bool:
+    """The job: send the welcome mail at most once per user. True if this run sent it.
+
+    The key `welcome:<user id>` is claimed in the transaction that sends: it commits only after the relay
+    accepted the mail. A failed send rolls the claim back (the retry can send); a second run of a job that
+    did send finds the key and sends nothing (lesson 13, section 4.5).
+    """
+    user_id = payload["user_id"]
+    key = f"welcome:{user_id}"
+    async with connection.transaction():
+        email = await connection.fetchval("SELECT email FROM users WHERE id = $1", user_id)
+        if email is None:
+            return False  # the user is gone: nothing to send, and not a failure
+        await connection.execute(
+            "INSERT INTO sent_mail (idempotency_key) VALUES ($1) ON CONFLICT DO NOTHING", key)
+        # smtplib blocks: in a thread, so the worker's heartbeats and other jobs keep running
+        await asyncio.to_thread(send_mail, settings, welcome_message(settings, email, key))
+    return True
+
+
+def retry_policy(parameters) -> DatabaseRetryEntrypointExecutor:
+    # Retries live in the database (they survive a worker restart): waits of 2, 4, 8, 16, 32 s, then the
+    # job is held as `failed` (on_failure="hold"), listable and replayable (lesson 13, sections 4.3-4.4).
+    return DatabaseRetryEntrypointExecutor(parameters, max_attempts=5, initial_delay=timedelta(seconds=2),
+                                           backoff_multiplier=2)
+
+
+def register_jobs(worker: QueueManager, settings: Settings, pool: asyncpg.Pool) -> None:
+    @worker.entrypoint(WELCOME_MAIL, executor_factory=retry_policy, on_failure="hold")
+    async def welcome_mail(job: Job) -> None:
+        payload = json.loads(job.payload or b"{}")
+        token = request_id_var.set(payload.get("request_id"))  # the signup's id, on every line of this job
+        fields = {"job_id": job.id, "user_id": payload.get("user_id"), "entrypoint": WELCOME_MAIL}
+        try:
+            async with pool.acquire() as connection:
+                sent = await send_welcome_mail(connection, settings, payload)
+            log.info("welcome mail %s", "sent" if sent else "already sent or no user",
+                     extra={"fields": {**fields, "sent": sent}})
+        except Exception as exc:
+            log.warning("welcome mail failed: %s: %s", type(exc).__name__, exc, extra={"fields": fields})
+            raise  # the retry executor schedules the next attempt
+        finally:
+            request_id_var.reset(token)

@@ -67,19 +67,27 @@ def retry_policy(parameters) -> DatabaseRetryEntrypointExecutor:
                                            backoff_multiplier=2)
 
 
+async def run_welcome_mail_job(connection: asyncpg.Connection, settings: Settings, payload: bytes | None,
+                               job_id: int | None = None) -> bool:
+    """One run of the job, logged with the request id of the signup that queued it (lesson 11)."""
+    fields = json.loads(payload or b"{}")
+    token = request_id_var.set(fields.get("request_id"))  # every line of this run carries the signup's id
+    described = {"job_id": job_id, "user_id": fields.get("user_id"), "entrypoint": WELCOME_MAIL}
+    try:
+        sent = await send_welcome_mail(connection, settings, fields)
+    except Exception as exc:
+        log.warning("welcome mail failed: %s: %s", type(exc).__name__, exc, extra={"fields": described})
+        raise  # the retry executor schedules the next attempt
+    else:
+        log.info("welcome mail %s", "sent" if sent else "not sent: already sent, or no such user",
+                 extra={"fields": {**described, "sent": sent}})
+        return sent
+    finally:
+        request_id_var.reset(token)
+
+
 def register_jobs(worker: QueueManager, settings: Settings, pool: asyncpg.Pool) -> None:
     @worker.entrypoint(WELCOME_MAIL, executor_factory=retry_policy, on_failure="hold")
     async def welcome_mail(job: Job) -> None:
-        payload = json.loads(job.payload or b"{}")
-        token = request_id_var.set(payload.get("request_id"))  # the signup's id, on every line of this job
-        fields = {"job_id": job.id, "user_id": payload.get("user_id"), "entrypoint": WELCOME_MAIL}
-        try:
-            async with pool.acquire() as connection:
-                sent = await send_welcome_mail(connection, settings, payload)
-            log.info("welcome mail %s", "sent" if sent else "already sent or no user",
-                     extra={"fields": {**fields, "sent": sent}})
-        except Exception as exc:
-            log.warning("welcome mail failed: %s: %s", type(exc).__name__, exc, extra={"fields": fields})
-            raise  # the retry executor schedules the next attempt
-        finally:
-            request_id_var.reset(token)
+        async with pool.acquire() as connection:
+            await run_welcome_mail_job(connection, settings, job.payload, job.id)

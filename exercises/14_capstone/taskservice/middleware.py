@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .telemetry import request_id_var
 
 access_log = logging.getLogger("taskservice.access")
+error_log = logging.getLogger("taskservice.errors")
 # Lesson 05: an inbound id is trusted only if it is short and plain (no log injection, no megabyte ids).
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -39,8 +40,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before it starts a response
-        body: list[bytes] = []
-        logged = False
+        started = logged = False
 
         def log_access() -> None:
             nonlocal logged
@@ -51,10 +51,12 @@ class RequestContextMiddleware:
                     "method": scope["method"], "path": scope["path"], "route": getattr(route, "path", None),
                     "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}})
 
+        body: list[bytes] = []  # the response body, for its size in the access log
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             if message["type"] == "http.response.body":
                 body.append(message.get("body", b""))
@@ -67,6 +69,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette's ServerErrorMiddleware sits outside every added middleware: its 500 would carry no
+            # X-Request-ID. Answer the 500 here (with the id), and log the error as JSON with the id.
+            error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # the headers are out: nothing clean to send; the server closes the connection
+            await send_with_id({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"application/json")]})
+            await send_with_id({"type": "http.response.body", "body": b'{"detail":"Internal Server Error"}'})
         finally:
             log_access()
             request_id_var.reset(token)

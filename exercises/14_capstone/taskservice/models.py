@@ -96,12 +96,11 @@ class TaskCreate(BaseModel):
     done: bool = False
 
 
+# PATCH: each field may be omitted (kept as is) but never null (lessons 01 and 08). `MISSING` keeps null out
+# of the schema and out of the accepted values: `{"title": null}` is a 422, where `str | None = None` would
+# store a NULL title or need a check by hand.
 class TaskUpdate(BaseModel):
-    """PATCH: each field may be omitted (kept as is) but never null (lesson 01, section on PATCH; lesson 08).
-
-    `MISSING` keeps null out of the schema and out of the accepted values: `{"title": null}` is a 422,
-    where `str | None = None` would store a NULL title or need a check by hand.
-    """
+    """Only the fields sent change."""
 
     title: str | MISSING = PydanticField(default=MISSING, min_length=1, max_length=200)
     done: bool | MISSING = PydanticField(default=MISSING)

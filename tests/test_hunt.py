@@ -7,6 +7,7 @@ to their rules at the end (symptoms that name no file, no fix's code in a check 
 """
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -307,3 +308,55 @@ def test_the_committed_copy_carries_every_incident(lesson):
     assert set(stamp["sha256"]) == {rel.split("/taskservice/", 1)[1] for rel in generated if "/taskservice/" in rel}
     for rel, text in generated.items():
         assert (ROOT / rel).read_text(encoding="utf-8") == text, f"{rel} is stale: run `course build`"
+
+
+# ------------------------------------------------------------------ status and update keep the learner's fixes
+
+
+def test_status_reruns_the_checks_when_only_the_copy_changed(course, monkeypatch):
+    from coursekit import cli
+
+    build(course)
+    monkeypatch.setenv("COURSE_ROOT", str(course))
+    lesson = the_lesson(course)
+    assert cli._untouched_report(lesson) is None  # a pristine notebook says nothing: the work is in the copy
+    before = cli._digest(lesson.exercise)
+    (copy_folder(lesson) / "taskservice" / "settings.py").write_text("POOL_SIZE = 5\nTIMEOUT = 2.0\n")
+    assert cli._digest(lesson.exercise) != before, "a fixed file must make `course status` run the checks again"
+
+
+def test_course_update_merges_the_courses_change_into_a_fixed_copy_and_keeps_a_conflicting_fix(course, tmp_path):
+    from tests.test_update import LEARNER_ENV
+    from tests.test_update import course as course_cli
+    from tests.test_update import git
+
+    shutil.copy(ROOT / ".gitignore", course / ".gitignore")
+    build(course)
+    bare = tmp_path / "course.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(course, "init", "-q", "-b", "main")
+    git(course, "add", "-A")
+    git(course, "commit", "-q", "-m", "version 1")
+    git(course, "remote", "add", "origin", str(bare))
+    git(course, "push", "-q", "origin", "main")
+    learner = tmp_path / "learner"
+    git(tmp_path, "clone", "-q", str(bare), "learner", env=LEARNER_ENV)
+    settings = learner / "exercises/14_hunt/taskservice/settings.py"
+    main = learner / "exercises/14_hunt/taskservice/main.py"
+    settings.write_text("POOL_SIZE = 5\nTIMEOUT = None\n")  # a fix, uncommitted
+    main.write_text(MAIN.replace('return {"size"', 'return {  # mine\n        "size"'))  # another, far from the course's
+    # the course changes the service's main.py at its top (merges with the learner's fix), and an incident on
+    # the line the learner fixed in settings.py
+    (course / "capstone/taskservice/main.py").write_text('"""The pool."""\n' + MAIN)
+    (course / "solutions/14_hunt_incidents.toml").write_text(INCIDENTS.replace('"POOL_SIZE = 1"', '"POOL_SIZE = 2"'))
+    build(course)
+    git(course, "add", "-A")
+    git(course, "commit", "-q", "-m", "version 2")
+    git(course, "push", "-q", "origin", "main")
+    done = course_cli(learner, "update", "--no-check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert main.read_text().startswith('"""The pool."""') and "# mine" in main.read_text()  # both changes
+    assert settings.read_text() == "POOL_SIZE = 2\nTIMEOUT = None\n"  # the course's version: both changed line 1
+    [kept] = (learner / "attempts").glob("update-*/exercises/14_hunt/taskservice/settings.py")
+    assert kept.read_text() == "POOL_SIZE = 5\nTIMEOUT = None\n", "the learner's fix is kept, never lost"
+    assert "settings.py" in done.stdout and "attempts/update-" in done.stdout

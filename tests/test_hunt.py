@@ -360,3 +360,12 @@ def test_course_update_merges_the_courses_change_into_a_fixed_copy_and_keeps_a_c
     [kept] = (learner / "attempts").glob("update-*/exercises/14_hunt/taskservice/settings.py")
     assert kept.read_text() == "POOL_SIZE = 5\nTIMEOUT = None\n", "the learner's fix is kept, never lost"
     assert "settings.py" in done.stdout and "attempts/update-" in done.stdout
+
+
+def test_course_grade_refuses_a_hunt_notebook_it_would_grade_against_the_real_service(course, monkeypatch):
+    from coursekit.sandbox import Limits, grade_submission
+
+    build(course)
+    monkeypatch.setenv("COURSE_ROOT", str(course))
+    row = grade_submission(course / "exercises" / "14_hunt.ipynb", the_lesson(course), Limits(), sandboxed=False)
+    assert row["total"] == 0 and "not graded" in row["problem"] and "exercises/14_hunt/" in row["problem"]

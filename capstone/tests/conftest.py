@@ -10,6 +10,7 @@
 """
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +30,7 @@ CAPSTONE = Path(__file__).resolve().parent.parent
 if str(CAPSTONE) not in sys.path:
     sys.path.insert(0, str(CAPSTONE))  # the service's import name is `taskservice` (capstone/README.md)
 
-from taskservice.db import get_session  # noqa: E402
+from taskservice.db import get_session, get_session_factory  # noqa: E402
 from taskservice.keys import new_private_key_pem  # noqa: E402
 from taskservice.main import create_app  # noqa: E402
 from taskservice.models import User  # noqa: E402
@@ -114,7 +115,12 @@ def app(settings: Settings, session: AsyncSession):
             # (a refused signup), so that the next request of the test starts clean.
             await session.rollback()
 
+    @contextlib.asynccontextmanager
+    async def short_test_session() -> AsyncIterator[AsyncSession]:
+        yield session  # the streams' short sessions: the same test session, left open
+
     app.dependency_overrides[get_session] = test_session
+    app.dependency_overrides[get_session_factory] = lambda: short_test_session
     try:
         yield app
     finally:

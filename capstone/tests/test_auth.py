@@ -82,6 +82,9 @@ async def test_login_refusals_look_the_same_for_unknown_email_and_wrong_password
         assert response.json() == {"detail": "incorrect email or password"}
         assert response.headers["www-authenticate"] == "Bearer"
     assert len(verified_in) == 2, "an unknown email must cost one argon2 verify too (a dummy hash)"
+    oversized = await client.post("/auth/token", data={"username": "ann@example.com", "password": "x" * 100_000})
+    assert (oversized.status_code, oversized.json()) == (401, {"detail": "incorrect email or password"})
+    assert len(verified_in) == 2, "a password no sign-up accepts is refused before argon2 runs on it"
     assert threading.main_thread().name not in verified_in, "argon2 ran on the event loop's thread: use the threadpool"
 
 

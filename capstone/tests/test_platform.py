@@ -14,7 +14,10 @@ from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
+from taskservice.db import SessionDep
 from taskservice.main import create_app
 from taskservice.settings import Settings
 
@@ -62,15 +65,24 @@ async def test_an_invalid_or_missing_request_id_is_replaced(client, access_lines
     assert access_lines[-1].request_id == generated
 
 
-async def test_an_unhandled_error_is_a_json_500_that_keeps_its_request_id(app, client, access_lines):
+@pytest.mark.parametrize("error", [ZeroDivisionError("planted"), IntegrityError("INSERT ...", {}, Exception("a bug, not an outage"))])
+async def test_an_unhandled_error_is_a_json_500_that_keeps_its_request_id(app, client, access_lines, error):
     @app.get("/boom")
     async def boom() -> None:
-        raise ZeroDivisionError("planted")
+        raise error
 
     response = await client.get("/boom", headers={"X-Request-ID": "boom-1"})
     assert (response.status_code, response.json(), response.headers["x-request-id"]) == (
         500, {"detail": "Internal Server Error"}, "boom-1")
     assert access_lines[-1].fields["status"] == 500 and access_lines[-1].request_id == "boom-1"
+
+
+async def test_the_service_runs_with_telemetry_on(settings, access_lines):
+    traced = app_with(settings, telemetry=True)  # FastAPI's native telemetry, global providers (lesson 11)
+    async with LifespanManager(traced), httpx.AsyncClient(transport=httpx.ASGITransport(app=traced), base_url="http://t") as client:
+        response = await client.get("/.well-known/jwks.json", headers={"X-Request-ID": "traced-1"})
+    assert (response.status_code, response.headers["x-request-id"]) == (200, "traced-1")
+    assert access_lines[-1].request_id == "traced-1"
 
 
 async def test_health_live_and_ready(client):
@@ -111,6 +123,33 @@ async def test_an_exhausted_pool_is_503_with_retry_after_not_a_hang(settings, ma
     assert (me.status_code, me.headers.get("retry-after")) == (503, "1"), me.text
     assert waited < 2, f"the request waited {waited:.1f} s for a connection: pool_timeout must be short"
     assert ready.status_code == 503 and after.status_code == 200, "ready again once the connection is back"
+
+
+async def test_a_connection_dropped_mid_request_is_503_and_the_pool_recovers(settings, connection):
+    own = app_with(settings, db_pool_size=1)
+
+    @own.get("/sleepy")
+    async def sleepy(session: SessionDep) -> dict[str, int]:
+        return {"slept": (await session.exec(text("SELECT 1 FROM pg_sleep(5)"))).scalar_one()}
+
+    async def backend_of(query: str) -> int | None:
+        # pg_stat_activity is a snapshot per transaction, and the test's connection is in one: clear it first
+        await connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return (await connection.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE query = :query AND pid <> pg_backend_pid()"), {"query": query})).scalar()
+
+    async with LifespanManager(own), httpx.AsyncClient(transport=httpx.ASGITransport(app=own), base_url="http://t") as client:
+        in_flight = asyncio.create_task(client.get("/sleepy"))
+        for _ in range(200):  # until the request's statement runs on the server
+            if (pid := await backend_of("SELECT 1 FROM pg_sleep(5)")) or in_flight.done():
+                break
+            await asyncio.sleep(0.02)
+        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})  # a server restart, for one request
+        dropped = await in_flight
+        # the pool's one connection was dropped: the next checkout's pre-ping replaces it
+        ready = await client.get("/health/ready")
+    assert (dropped.status_code, dropped.headers.get("retry-after")) == (503, "1"), dropped.text
+    assert ready.status_code == 200
 
 
 def test_required_settings_have_no_default(monkeypatch):

@@ -3,6 +3,7 @@ keyset pages with an opaque cursor (lesson 12), bounded ids, the JSON Lines expo
 
 import base64
 import json
+from datetime import datetime
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ async def test_crud_with_the_right_status_codes(client, make_member):
     assert read.status_code == 200 and read.json() == task
     patched = await client.patch(f"/tasks/{task['id']}", json={"done": True}, headers=ann.headers)
     assert patched.status_code == 200 and patched.json()["done"] is True
-    assert patched.json()["updated_at"] > task["updated_at"]
+    assert datetime.fromisoformat(patched.json()["updated_at"]) > datetime.fromisoformat(task["updated_at"])
     deleted = await client.delete(f"/tasks/{task['id']}", headers=ann.headers)
     assert (deleted.status_code, deleted.content) == (204, b"")
     assert (await client.get(f"/tasks/{task['id']}", headers=ann.headers)).status_code == 404

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -45,8 +45,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
+
+def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For endless streams: a short session per read, instead of one held (with its connection) for hours."""
+    return request.app.state.sessions
+
+
+SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
+
 # Exceptions that mean "the database cannot serve right now": the pool's wait ran out, the server is
-# down or restarting, a connection broke. OSError: asyncpg's refused connect, not wrapped by SQLAlchemy.
+# down or restarting. OSError: asyncpg's refused or timed-out connect (ConnectionRefusedError,
+# TimeoutError) reaches us unwrapped by SQLAlchemy.
 UNAVAILABLE = (PoolTimeoutError, OperationalError, InterfaceError, OSError)
 
 
@@ -56,9 +65,19 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+async def connection_lost(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A connection dropped mid-request (a server restart, pg_terminate_backend) arrives as an InternalError
+    with `connection_invalidated`: pre-ping cannot save a transaction already running (lesson 07, section 4),
+    but the client may retry the whole request. Any other database error is a bug: a 500."""
+    if exc.connection_invalidated:
+        return await database_unavailable(request, exc)
+    raise exc
+
+
 def install_database_errors(app: FastAPI) -> None:
     for error in UNAVAILABLE:
         app.add_exception_handler(error, database_unavailable)
+    app.add_exception_handler(DBAPIError, connection_lost)
 
 
 def connection_arithmetic(settings: Settings) -> str:

@@ -6,15 +6,17 @@ a time in no zone at all).
 """
 
 from datetime import datetime, timezone
+from typing import Literal
 
 from pydantic import MISSING, BaseModel, ConfigDict, Field as PydanticField, field_validator
-from sqlalchemy import DateTime, Index, func
+from sqlalchemy import BigInteger, DateTime, Index, func
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 # PostgreSQL's integer: a larger id in a path or body is the client's error (422), not a 500
 # from asyncpg (a real schemathesis find, lesson 13's exercise).
 MAX_ID = 2**31 - 1
+MAX_BIGINT = 2**63 - 1  # task_events.id
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
@@ -46,6 +48,19 @@ class Task(Base, table=True):
     done: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class TaskEvent(Base, table=True):
+    """One row per change of a task, written in the change's own transaction: the feed of GET /tasks/events."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_owner_id_id", "owner_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    owner_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    task_id: int  # no foreign key: the event of a deleted task outlives it
+    kind: str = Field(max_length=16)  # created, updated, deleted
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class SentMail(Base, table=True):
@@ -114,6 +129,16 @@ class TaskRead(BaseModel):
     done: bool
     created_at: datetime
     updated_at: datetime
+
+
+class TaskChange(BaseModel):
+    """The data of one server-sent event: which task changed, how, when. Clients fetch the task if they need it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    task_id: int
+    kind: Literal["created", "updated", "deleted"]
+    at: datetime
 
 
 class TaskPage(BaseModel):

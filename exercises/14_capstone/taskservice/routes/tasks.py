@@ -1,26 +1,32 @@
-"""Tasks of the signed-in user: CRUD, keyset pages (lesson 12), a JSON Lines export (lesson 06).
+"""Tasks of the signed-in user: CRUD, keyset pages (lesson 12), a JSON Lines export and an SSE feed of
+changes (lesson 06).
 
 Another user's task answers 404, never 403: a 403 would confirm that the id exists (lesson 02).
 """
 
+import asyncio
 import base64
 import binascii
 import json
 from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlmodel import col, select
 
-from ..db import SessionDep
-from ..models import MAX_ID, Task, TaskCreate, TaskPage, TaskRead, TaskUpdate, User, utcnow
-from ..security import CurrentUser
+from ..db import SessionDep, SessionFactoryDep
+from ..models import (MAX_BIGINT, MAX_ID, Task, TaskChange, TaskCreate, TaskEvent, TaskPage, TaskRead, TaskUpdate, User,
+                      utcnow)
+from ..security import CurrentUser, StreamingUserId
 from . import errors
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]  # PostgreSQL's integer: 2**31 is a 422 here, not a 500 there
 EXPORT_BATCH = 500
+EVENTS_BATCH = 100
+EVENTS_POLL_SECONDS = 1.0  # how soon a change reaches an idle stream; each poll is one short query
 
 
 def encode_cursor(last_id: int) -> str:
@@ -54,7 +60,9 @@ async def owned_task(session: SessionDep, user: User, task_id: int) -> Task:
 async def create_task(data: TaskCreate, user: CurrentUser, session: SessionDep, response: Response) -> TaskRead:
     task = Task(owner_id=user.id, **data.model_dump())
     session.add(task)
-    await session.commit()
+    await session.flush()  # the id, for the event
+    session.add(TaskEvent(owner_id=user.id, task_id=task.id, kind="created"))
+    await session.commit()  # the task and its event, or neither
     response.headers["Location"] = f"/tasks/{task.id}"
     return TaskRead.model_validate(task)
 
@@ -76,7 +84,7 @@ async def list_tasks(
                     next_cursor=encode_cursor(page[-1].id) if more else None)
 
 
-# Before /{task_id}: "export" is not an id.
+# Before /{task_id}: "export" and "events" are not ids.
 @router.get("/export", responses=errors(401, 503))
 async def export_tasks(user: CurrentUser, session: SessionDep) -> AsyncIterable[TaskRead]:
     """Every task as JSON Lines (FastAPI's built-in `application/jsonl`, lesson 06), read in batches.
@@ -96,6 +104,31 @@ async def export_tasks(user: CurrentUser, session: SessionDep) -> AsyncIterable[
         after = batch[-1].id
 
 
+@router.get("/events", response_class=EventSourceResponse, responses=errors(401, 503))
+async def task_events(
+    user_id: StreamingUserId,
+    sessions: SessionFactoryDep,
+    last_event_id: Annotated[int, Header(ge=0, le=MAX_BIGINT, description="resume after this event id")] = 0,
+) -> AsyncIterable[ServerSentEvent]:
+    """Server-Sent Events (FastAPI's built-in SSE, lesson 06): one event per change of the caller's tasks,
+    with its id, so that a reconnecting browser resumes with `Last-Event-ID`; FastAPI pings every 15 s.
+
+    Polls the event table with a short session per read: an open stream holds no pooled connection.
+    """
+    position = last_event_id
+    while True:
+        async with sessions() as session:
+            statement = (select(TaskEvent).where(TaskEvent.owner_id == user_id, col(TaskEvent.id) > position)
+                         .order_by(col(TaskEvent.id)).limit(EVENTS_BATCH))
+            events = list((await session.exec(statement)).all())
+        for event in events:
+            yield ServerSentEvent(data=TaskChange.model_validate(event), event=event.kind, id=str(event.id))
+        if events:
+            position = events[-1].id
+        else:
+            await asyncio.sleep(EVENTS_POLL_SECONDS)
+
+
 @router.get("/{task_id}", responses=errors(401, 404, 503))
 async def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> TaskRead:
     return TaskRead.model_validate(await owned_task(session, user, task_id))
@@ -110,6 +143,7 @@ async def update_task(task_id: TaskId, changes: TaskUpdate, user: CurrentUser, s
         for field, value in sent.items():
             setattr(task, field, value)
         task.updated_at = utcnow()
+        session.add(TaskEvent(owner_id=user.id, task_id=task.id, kind="updated"))
         await session.commit()
     return TaskRead.model_validate(task)
 
@@ -117,4 +151,5 @@ async def update_task(task_id: TaskId, changes: TaskUpdate, user: CurrentUser, s
 @router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 503))
 async def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> None:
     await session.delete(await owned_task(session, user, task_id))
+    session.add(TaskEvent(owner_id=user.id, task_id=task_id, kind="deleted"))
     await session.commit()

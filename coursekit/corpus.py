@@ -355,8 +355,12 @@ class CorpusRun:
         (a new one per entry: a module file rewritten in the same second could be read from a stale .pyc)."""
         from coursekit.hunt import incidents_path, load_hunt, planted, write_package
 
+        if self.lesson is None:  # the course the solution belongs to: the folder above solutions/
+            from coursekit.manifest import lesson_for_notebook
+
+            self.lesson = lesson_for_notebook(self.solution, self.solution.resolve().parent.parent)
         if self.lesson is None:
-            raise CourseError("patch entries need the lesson (its incidents file)")
+            raise CourseError(f"{self.solution}: patch entries need its lesson (its incidents file), and none was found")
         hunt = load_hunt(incidents_path(self.lesson), self.lesson.root)
         files = planted(hunt, only=entry.incidents, extra=entry.patches, who=f"entry {entry.id}")
         self._copies += 1

@@ -121,8 +121,11 @@ def _untouched_report(lesson: Lesson) -> dict | None:
     from coursekit.hunt import is_hunt
     from coursekit.runner import notebook_check_ids, read_notebook
 
-    if is_hunt(lesson):
-        return None  # an incident hunt's work is in the service's copy, not in the notebook: run its checks
+    if is_hunt(lesson):  # an incident hunt's work is in its copy of the service: untouched only if that is too
+        from coursekit.hunt import edited_files
+
+        if edited_files(lesson):
+            return None
     if lesson.exercise.read_text(encoding="utf-8") != generate(lesson):
         return None
     ids = notebook_check_ids(read_notebook(lesson.solution))

@@ -319,9 +319,11 @@ def test_status_reruns_the_checks_when_only_the_copy_changed(course, monkeypatch
     build(course)
     monkeypatch.setenv("COURSE_ROOT", str(course))
     lesson = the_lesson(course)
-    assert cli._untouched_report(lesson) is None  # a pristine notebook says nothing: the work is in the copy
+    untouched = cli._untouched_report(lesson)  # notebook and copy as generated: not started, no need to run
+    assert untouched and {c["status"] for c in untouched["checks"]} == {"not-started"}
     before = cli._digest(lesson.exercise)
     (copy_folder(lesson) / "taskservice" / "settings.py").write_text("POOL_SIZE = 5\nTIMEOUT = 2.0\n")
+    assert cli._untouched_report(lesson) is None  # a pristine notebook says nothing: the work is in the copy
     assert cli._digest(lesson.exercise) != before, "a fixed file must make `course status` run the checks again"
 
 

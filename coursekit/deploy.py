@@ -131,10 +131,11 @@ def mail_server() -> Iterator[MailServer]:
 
 
 _GUARDIAN = r"""
-import os, select, signal, sys, time
+import os, select, shutil, signal, sys, time
 # stdin: a pipe only the process that started us writes to. "+PGID" lines: process groups to stop
 # if that process dies; "x": dismissed (it stopped them itself); end-of-file: it died.
-parent, groups, buffer = int(sys.argv[1]), [], b""
+# argv: that process's pid, and the folder of the logs to delete after the groups are stopped.
+parent, logs, groups, buffer = int(sys.argv[1]), sys.argv[2], [], b""
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the notebook is not for us
 while True:
     ready, _, _ = select.select([0], [], [], 0.5)
@@ -168,17 +169,18 @@ while any(map(alive, groups)) and time.monotonic() < deadline:
     time.sleep(0.05)
 for group in filter(alive, groups):
     os.killpg(group, signal.SIGKILL)
+shutil.rmtree(logs, ignore_errors=True)
 """
 
 
 class _Guardian:
-    """A process that stops the registered process groups when this process dies."""
+    """A process that stops the registered process groups (and deletes the logs) when this process dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, logs: Path) -> None:
         read_end, self._write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _GUARDIAN, str(os.getpid())],
+                [sys.executable, "-c", _GUARDIAN, str(os.getpid()), str(logs)],
                 stdin=read_end, start_new_session=True,  # its own session: a signal to our group spares it
             )
         finally:
@@ -379,7 +381,7 @@ def deploy_service(
     service_env = _service_env(database_url, smtp, web_workers, env, capstone)
     with ExitStack() as stack:
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="course-deploy-")))
-        guardian = _Guardian()
+        guardian = _Guardian(logs)
         stack.callback(guardian.dismiss)  # runs last: after every process below has been stopped
 
         def spawn(name: str, command: list[str]) -> ServiceProcess:
@@ -416,7 +418,7 @@ def deploy_service(
                 "--no-access-log",  # the app writes its own JSON access line (capstone/README.md)
             ])
             url = f"http://127.0.0.1:{port}"
-            if _wait_until_ready(url, web, worker, startup_timeout):
+            if _wait_until_ready(url, web, worker, web_workers, startup_timeout):
                 break
         else:
             raise DeployError(f"uvicorn could not bind a free port in 3 attempts:\n{_tail(web.output())}")
@@ -424,8 +426,13 @@ def deploy_service(
                               migrations_output=migrations_output)
 
 
-def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | None, timeout: float) -> bool:
-    """True once GET /health/ready is 200; False when the port was taken; DeployError otherwise."""
+def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | None, web_workers: int,
+                      timeout: float) -> bool:
+    """True once every web worker has started and GET /health/ready is 200; False when the port was taken.
+
+    One 200 proves one worker only: the others may still be in their lifespan, so uvicorn's own line
+    "Application startup complete." is counted too, one per worker. DeployError when a process dies.
+    """
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -442,9 +449,10 @@ def _wait_until_ready(url: str, web: ServiceProcess, worker: ServiceProcess | No
                 raise DeployError(f"the job worker exited with {worker.popen.returncode}:\n{_tail(worker.output())}")
             try:
                 response = client.get(f"{url}/health/ready")
-                if response.status_code == 200:
+                started = web.output().count("Application startup complete.")
+                if response.status_code == 200 and started >= web_workers:
                     return True
-                last = f"{response.status_code} {response.text[:200]}"
+                last = f"{response.status_code} {response.text[:200]}, {started} of {web_workers} workers started"
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:

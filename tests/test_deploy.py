@@ -194,16 +194,18 @@ def test_no_process_outlives_a_killed_kernel(database):
         import json, time
         from coursekit.deploy import deploy_service
         with deploy_service({database.url!r}, web_workers=2) as service:
-            print(json.dumps([service.port, service.uvicorn_pid, service.worker_pid, *service.web_worker_pids()]), flush=True)
+            print(json.dumps([str(service.web.log_path.parent), service.port, service.uvicorn_pid, service.worker_pid,
+                              *service.web_worker_pids()]), flush=True)
             time.sleep(120)
     """)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        port, *pids = json.loads(kernel.stdout.readline() or "[0]")
+        logs, port, *pids = json.loads(kernel.stdout.readline() or '["", 0]')
         assert len(pids) == 4, "the child deployed (master, job worker, 2 uvicorn workers)"
         kernel.send_signal(signal.SIGKILL)
         kernel.wait(10)
         assert wait_until(lambda: not any(map(alive, pids)), timeout=15), [p for p in pids if alive(p)]
         assert refuses(port)
+        assert wait_until(lambda: not Path(logs).exists(), timeout=5), "the guardian deletes the captured logs too"
     finally:
         kernel.kill()
         kernel.wait()

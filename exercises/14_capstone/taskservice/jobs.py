@@ -60,11 +60,16 @@ async def send_welcome_mail(connection: asyncpg.Connection, settings: Settings, 
     return True
 
 
-def retry_policy(parameters) -> DatabaseRetryEntrypointExecutor:
-    # Retries live in the database (they survive a worker restart): waits of 2, 4, 8, 16, 32 s, then the
-    # job is held as `failed` (on_failure="hold"), listable and replayable (lesson 13, sections 4.3-4.4).
-    return DatabaseRetryEntrypointExecutor(parameters, max_attempts=5, initial_delay=timedelta(seconds=2),
-                                           backoff_multiplier=2)
+def retry_policy(settings: Settings):
+    """Retries live in the database (they survive a worker restart): waits of r, 2r, 4r, ... (r =
+    JOB_RETRY_SECONDS), then the job is held as `failed`, listable and replayable (lesson 13, sections 4.3-4.4)."""
+
+    def executor(parameters) -> DatabaseRetryEntrypointExecutor:
+        return DatabaseRetryEntrypointExecutor(parameters, max_attempts=settings.job_max_retries,
+                                               initial_delay=timedelta(seconds=settings.job_retry_seconds),
+                                               backoff_multiplier=2)
+
+    return executor
 
 
 async def run_welcome_mail_job(connection: asyncpg.Connection, settings: Settings, payload: bytes | None,
@@ -87,7 +92,7 @@ async def run_welcome_mail_job(connection: asyncpg.Connection, settings: Setting
 
 
 def register_jobs(worker: QueueManager, settings: Settings, pool: asyncpg.Pool) -> None:
-    @worker.entrypoint(WELCOME_MAIL, executor_factory=retry_policy, on_failure="hold")
+    @worker.entrypoint(WELCOME_MAIL, executor_factory=retry_policy(settings), on_failure="hold")
     async def welcome_mail(job: Job) -> None:
         async with pool.acquire() as connection:
             await run_welcome_mail_job(connection, settings, job.payload, job.id)

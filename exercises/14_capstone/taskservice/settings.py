@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     web_workers: int = Field(2, ge=1)
     db_max_connections: int = Field(100, ge=1)
 
+    # The mail job's retries, in the database (lesson 13): waits of r, 2r, 4r, ... then held as `failed`.
+    job_max_retries: int = Field(5, ge=0, le=20)
+    job_retry_seconds: float = Field(2.0, gt=0)
+
     log_level: str = "INFO"
     telemetry: bool = False
 

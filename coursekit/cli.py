@@ -226,7 +226,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         if stale:
             _out("exercises/ is out of date: run `course build` and commit the result")
             return 1
-        _out(f"exercises/ is in sync with solutions/ ({len(results)} notebooks)")
+        copies = sum(r.path is not None for r in results)
+        _out(f"exercises/ is in sync with solutions/ ({len(results) - copies} notebooks"
+             + (f", {copies} incident hunt's service copy)" if copies == 1 else f", {copies} service copies)" if copies else ")"))
     return 0
 
 

@@ -87,6 +87,8 @@ class LoadResult:
             lines.append(f"{operation:<10}{row['count']:>7}{row['p50']:>9.1f}{row['p95']:>9.1f}{row['p99']:>9.1f}")
         if self.failures:
             lines.append("failed: " + ", ".join(f"{why} x{count}" for why, count in sorted(self.failures.items())))
+        if not self.users:
+            lines.append("no account could sign up and log in: the mixed load did not run")
         return "\n".join(lines)
 
 

@@ -152,6 +152,7 @@ def test_run_load_reuses_accounts_runs_logins_and_counts_failures(service):
 
     wrong = asyncio.run(loadtest.run_load(f"{service.url}/not-here", seconds=None, requests=4, users=1))
     assert wrong.failures == {"404": 1} and wrong.requests == 0, "a refused signup is counted by status, and the user stops"
+    assert "the mixed load did not run" in wrong.report()
 
 
 def test_percentile_interpolates_as_numpy_does():

@@ -19,5 +19,5 @@ def welcome_message(settings: Settings, email: str, idempotency_key: str) -> Ema
 
 def send_mail(settings: Settings, message: EmailMessage) -> None:
     """Blocking (smtplib): callers run it in a thread, never on the event loop."""
-    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds) as smtp:
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port) as smtp:
         smtp.send_message(message)

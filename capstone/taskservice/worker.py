@@ -20,16 +20,20 @@ from .telemetry import configure_logging
 log = logging.getLogger("taskservice.worker")
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Take jobs until SIGTERM/SIGINT, or until `stop` is set (a test running the worker in its own loop)."""
     server_settings = {"application_name": "taskservice-worker"}  # visible in pg_stat_activity
     connection = await asyncpg.connect(settings.asyncpg_dsn, server_settings=server_settings)
     try:
         async with asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=2, server_settings=server_settings) as pool:
             worker = QueueManager(Queries(AsyncpgDriver(connection)))
             register_jobs(worker, settings, pool)
-            loop = asyncio.get_running_loop()
-            for stop_signal in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(stop_signal, worker.shutdown.set)
+            if stop is None:
+                loop = asyncio.get_running_loop()
+                for stop_signal in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(stop_signal, worker.shutdown.set)
+            else:
+                asyncio.ensure_future(stop.wait()).add_done_callback(lambda _: worker.shutdown.set())
             log.info("worker started")
             # dequeue_timeout: how often to look for work no NOTIFY announces (retries coming due, stalled jobs);
             # heartbeat_timeout: a killed worker's job is taken again after this long.

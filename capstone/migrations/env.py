@@ -5,6 +5,7 @@ The URL: `sqlalchemy.url` if the caller set it (the tests do), else TASKSERVICE_
 
 import asyncio
 import os
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import pool
@@ -15,6 +16,9 @@ from taskservice.models import Base
 from taskservice.settings import async_database_url
 
 config = context.config
+if config.config_file_name is not None:
+    # alembic.ini's log levels ("Running upgrade ..."); keep the loggers already there (a test process's)
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 target_metadata = Base.metadata  # autogenerate compares the database with the package's tables
 
 

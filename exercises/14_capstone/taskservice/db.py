@@ -40,7 +40,13 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     session = request.app.state.sessions()
     yield session
-    await session.close()  # give the connection back to the pool
+    try:
+        await session.close()  # give the connection back to the pool
+    except DBAPIError as exc:
+        # The connection broke under the request (a database restart): its rollback fails. Drop the
+        # connection rather than raise after the response (uvicorn would reset the client's connection).
+        log.warning("session close failed, connection dropped: %s", type(exc).__name__)
+        await session.invalidate()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
@@ -65,19 +71,27 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-async def connection_lost(request: Request, exc: DBAPIError) -> JSONResponse:
-    """A connection dropped mid-request (a server restart, pg_terminate_backend) arrives as an InternalError
-    with `connection_invalidated`: pre-ping cannot save a transaction already running (lesson 07, section 4),
-    but the client may retry the whole request. Any other database error is a bug: a 500."""
-    if exc.connection_invalidated:
+# SQLSTATEs of a server that cannot serve: a broken connection (class 08), a server shutting down or
+# starting up (57P01-57P03: "the database system is starting up" during a restart). asyncpg raises
+# CannotConnectNowError for the last, which SQLAlchemy wraps in a plain DBAPIError, not OperationalError.
+SERVER_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A connection dropped mid-request (a server restart, pg_terminate_backend) arrives with
+    `connection_invalidated`: pre-ping cannot save a transaction already running (lesson 07, section 4), but
+    the client may retry the whole request. So may it when the server refuses to connect while it starts up.
+    Any other database error is a bug: a 500."""
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if exc.connection_invalidated or state.startswith(SERVER_UNAVAILABLE_STATES):
         return await database_unavailable(request, exc)
-    raise exc
+    raise exc  # any other database error is a bug: a 500, logged with its traceback
 
 
 def install_database_errors(app: FastAPI) -> None:
     for error in UNAVAILABLE:
         app.add_exception_handler(error, database_unavailable)
-    app.add_exception_handler(DBAPIError, connection_lost)
+    app.add_exception_handler(DBAPIError, database_error)  # the other DBAPIErrors (its subclasses above win)
 
 
 def connection_arithmetic(settings: Settings) -> str:

@@ -38,7 +38,7 @@ class RequestContextMiddleware:
             return
         request_id = request_id_from(scope)
         token = request_id_var.set(request_id)
-        started = time.perf_counter()
+        began = time.perf_counter()  # (not `started`: that name is the response-started flag below)
         status = 500  # what the client gets if the app raises before it starts a response
         started = logged = False
 
@@ -49,7 +49,7 @@ class RequestContextMiddleware:
                 route = scope.get("route")
                 access_log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": {
                     "method": scope["method"], "path": scope["path"], "route": getattr(route, "path", None),
-                    "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}})
+                    "status": status, "duration_ms": round((time.perf_counter() - began) * 1000, 2)}})
 
         body: list[bytes] = []  # the response body, for its size in the access log
 

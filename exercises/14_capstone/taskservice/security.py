@@ -106,7 +106,8 @@ class TokenKeys:
         issued, expires = claims["iat"], claims.get("exp", claims["iat"])
         if not isinstance(issued, int | float) or issued > now + CLOCK_SKEW.total_seconds():
             raise InvalidToken("issued in the future")
-        if expires - issued > self.lifetime.total_seconds() + 1:
+        # PyJWT accepts a numeric string as exp ("1000000000000"): not a number to subtract from
+        if not isinstance(expires, int | float) or expires - issued > self.lifetime.total_seconds() + 1:
             raise InvalidToken("lifetime longer than this service issues")
         subject = claims["sub"]
         if not (subject.isascii() and subject.isdigit() and len(subject) <= 10) or not 1 <= int(subject) <= MAX_ID:

@@ -11,10 +11,13 @@ import json
 from collections.abc import AsyncIterable
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..db import SessionDep, SessionFactoryDep
 from ..models import (MAX_BIGINT, MAX_ID, Task, TaskChange, TaskCreate, TaskEvent, TaskPage, TaskRead, TaskUpdate, User,
@@ -27,6 +30,7 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]  # PostgreSQL's integer: 2**31 is
 EXPORT_BATCH = 500
 EVENTS_BATCH = 100
 EVENTS_POLL_SECONDS = 1.0  # how soon a change reaches an idle stream; each poll is one short query
+EVENTS_QUERY_TIMEOUT_SECONDS = 5
 
 
 def encode_cursor(last_id: int) -> str:
@@ -56,7 +60,8 @@ async def owned_task(session: SessionDep, user: User, task_id: int) -> Task:
     return task
 
 
-@router.post("", responses=errors(401, 503))
+# 400 on the routes with a JSON body: FastAPI's answer to bytes that are not UTF-8 (found by schemathesis)
+@router.post("", responses=errors(400, 401, 503))
 async def create_task(data: TaskCreate, user: CurrentUser, session: SessionDep, response: Response) -> TaskRead:
     task = Task(owner_id=user.id, **data.model_dump())
     session.add(task)
@@ -104,6 +109,17 @@ async def export_tasks(user: CurrentUser, session: SessionDep) -> AsyncIterable[
         after = batch[-1].id
 
 
+async def events_after(sessions: async_sessionmaker[AsyncSession], user_id: int, position: int) -> list[TaskEvent]:
+    # Shielded: a client's disconnect cancels the stream, and a cancellation landing mid-query leaves asyncpg
+    # mid-protocol (SQLAlchemy then throws the connection away). The read takes milliseconds: the cancellation
+    # waits for it, and the connection goes back to the pool clean. fail_after still bounds a hung query.
+    with anyio.CancelScope(shield=True), anyio.fail_after(EVENTS_QUERY_TIMEOUT_SECONDS):
+        async with sessions() as session:
+            statement = (select(TaskEvent).where(TaskEvent.owner_id == user_id, col(TaskEvent.id) > position)
+                         .order_by(col(TaskEvent.id)).limit(EVENTS_BATCH))
+            return list((await session.exec(statement)).all())
+
+
 @router.get("/events", response_class=EventSourceResponse, responses=errors(401, 503))
 async def task_events(
     user_id: StreamingUserId,
@@ -117,10 +133,7 @@ async def task_events(
     """
     position = last_event_id
     while True:
-        async with sessions() as session:
-            statement = (select(TaskEvent).where(TaskEvent.owner_id == user_id, col(TaskEvent.id) > position)
-                         .order_by(col(TaskEvent.id)).limit(EVENTS_BATCH))
-            events = list((await session.exec(statement)).all())
+        events = await events_after(sessions, user_id, position)
         for event in events:
             yield ServerSentEvent(data=TaskChange.model_validate(event), event=event.kind, id=str(event.id))
         if events:
@@ -134,7 +147,7 @@ async def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> 
     return TaskRead.model_validate(await owned_task(session, user, task_id))
 
 
-@router.patch("/{task_id}", responses=errors(401, 404, 503))
+@router.patch("/{task_id}", responses=errors(400, 401, 404, 503))
 async def update_task(task_id: TaskId, changes: TaskUpdate, user: CurrentUser, session: SessionDep) -> TaskRead:
     """Only the fields sent change; a field may be omitted, never null (lessons 01 and 08)."""
     task = await owned_task(session, user, task_id)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from taskservice import security
 from taskservice.db import SessionDep
 from taskservice.main import create_app
 from taskservice.settings import Settings
@@ -123,6 +124,24 @@ async def test_an_exhausted_pool_is_503_with_retry_after_not_a_hang(settings, ma
     assert (me.status_code, me.headers.get("retry-after")) == (503, "1"), me.text
     assert waited < 2, f"the request waited {waited:.1f} s for a connection: pool_timeout must be short"
     assert ready.status_code == 503 and after.status_code == 200, "ready again once the connection is back"
+
+
+async def test_a_login_gives_its_connection_back_before_argon2_runs(settings, monkeypatch):
+    """Argon2 takes tens of milliseconds: a login holding its pooled connection through the hash starves every
+    route once a few logins run at once (found by the capstone's load test with a pool of 1)."""
+    small = app_with(settings, db_pool_size=1, db_max_overflow=0)
+    held_during_hash: list[int] = []
+    real_verify = security.password_hash.verify
+
+    def verify(password: str, hashed: str) -> bool:
+        held_during_hash.append(small.state.engine.pool.checkedout())
+        return real_verify(password, hashed)
+
+    monkeypatch.setattr(security.password_hash, "verify", verify)
+    async with LifespanManager(small), httpx.AsyncClient(transport=httpx.ASGITransport(app=small), base_url="http://t") as client:
+        login = await client.post("/auth/token", data={"username": "nobody@example.com", "password": "not the one"})
+    assert login.status_code == 401, login.text
+    assert held_during_hash == [0], f"connections checked out while argon2 ran: {held_during_hash} (expected [0])"
 
 
 async def test_a_connection_dropped_mid_request_is_503_and_the_pool_recovers(settings, connection):

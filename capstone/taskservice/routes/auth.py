@@ -43,9 +43,13 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: 
     if len(form.username) > MAX_EMAIL or len(form.password) > MAX_PASSWORD:
         raise wrong_credentials  # no sign-up accepts these: no database query, no argon2 run on a megabyte
     user = (await session.exec(select(User).where(User.email == form.username.lower()))).first()
-    if not await verify_password(form.password, user.hashed_password if user else None):
+    user_id, hashed = (user.id, user.hashed_password) if user else (None, None)
+    # End the transaction before argon2's tens of milliseconds: the pooled connection goes back to the pool
+    # instead of idling through the hash (with a small pool, concurrent logins otherwise starve every route).
+    await session.commit()
+    if not await verify_password(form.password, hashed) or user_id is None:
         raise wrong_credentials
-    return AccessToken(access_token=keys.issue(user.id), expires_in=int(keys.lifetime.total_seconds()))
+    return AccessToken(access_token=keys.issue(user_id), expires_in=int(keys.lifetime.total_seconds()))
 
 
 @router.get("/.well-known/jwks.json")

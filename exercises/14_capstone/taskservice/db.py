@@ -5,13 +5,15 @@ per request (lesson 03), `expire_on_commit=False` so that a committed object can
 without a lazy load on the event loop (lesson 03: MissingGreenlet).
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,6 +32,9 @@ def create_engine_from(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_seconds,  # wait this long for a connection, then 503 (not 30 s)
         pool_pre_ping=True,  # a connection the server dropped between requests is replaced, not a 500
         pool_recycle=1800,
+        # A database error's message would carry the statement's parameters (an argon2 hash, emails) into the
+        # error log: keep the SQL, drop the values.
+        hide_parameters=True,
     )
 
 
@@ -102,3 +107,25 @@ def connection_arithmetic(settings: Settings) -> str:
     if needed > settings.db_max_connections:
         raise RuntimeError(line + ": too many; lower TASKSERVICE_DB_POOL_SIZE or TASKSERVICE_WEB_WORKERS")
     return line
+
+
+# What an ordinary role may open: max_connections minus the slots PostgreSQL reserves (lesson 07, section 1).
+SERVER_BUDGET = text("SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+                     " - coalesce(current_setting('reserved_connections', true)::int, 0)")
+
+
+async def check_server_budget(engine: AsyncEngine, settings: Settings) -> None:
+    """Lesson 07: size from the server, read from the server. DB_MAX_CONNECTIONS cannot know the reserved slots
+    (3 by default: 98 connections pass a check against 100 and are refused at peak). Unreadable (the database
+    is down at startup): a warning, and the service starts and answers 503 until the database is back."""
+    try:
+        async with asyncio.timeout(settings.db_pool_timeout_seconds + 1):
+            async with engine.connect() as connection:
+                budget = (await connection.execute(SERVER_BUDGET)).scalar_one()
+    except (OSError, TimeoutError, SQLAlchemyError) as exc:
+        log.warning("could not read the server's connection budget: %s", type(exc).__name__)
+        return
+    if settings.connections_needed > budget:
+        raise RuntimeError(f"database connections: {settings.connections_needed} needed, but the server allows "
+                           f"{budget} (max_connections minus its reserved slots): lower TASKSERVICE_DB_POOL_SIZE or "
+                           "TASKSERVICE_WEB_WORKERS")

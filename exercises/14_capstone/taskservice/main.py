@@ -5,9 +5,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
-from .db import connection_arithmetic, create_engine_from, install_database_errors, session_factory
+from .db import check_server_budget, connection_arithmetic, create_engine_from, install_database_errors, session_factory
 from .middleware import RequestContextMiddleware
 from .routes import auth, health, tasks
 from .security import TokenKeys
@@ -16,6 +19,14 @@ from .telemetry import configure_logging
 
 log = logging.getLogger("taskservice.main")
 NOT_TRACED = {"/health/live", "/health/ready"}
+
+
+async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, without each error's `input`: that echoed what was sent (a password too short, a whole
+    sign-up body when a field was missing), and a lone surrogate in it ("\\ud800" in the JSON) made the 422
+    itself fail to encode as UTF-8: a 500 (found in review). `input` is optional in the documented schema."""
+    errors = [{key: value for key, value in error.items() if key != "input"} for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine = create_engine_from(settings)
         app.state.sessions = session_factory(engine)
         try:
+            await check_server_budget(engine, settings)  # the server's own limit, reserved slots counted
             yield
         finally:
             await engine.dispose()
@@ -40,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = keys
     install_database_errors(app)
+    app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(RequestContextMiddleware)
     for router in (auth.router, tasks.router, health.router):
         app.include_router(router)

@@ -40,7 +40,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         began = time.perf_counter()  # (not `started`: that name is the response-started flag below)
         status = 500  # what the client gets if the app raises before it starts a response
-        started = logged = False
+        response_started = logged = False
 
         def log_access() -> None:
             nonlocal logged
@@ -54,9 +54,9 @@ class RequestContextMiddleware:
         body: list[bytes] = []  # the response body, for its size in the access log
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status, response_started = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             if message["type"] == "http.response.body":
                 body.append(message.get("body", b""))
@@ -73,7 +73,7 @@ class RequestContextMiddleware:
             # Starlette's ServerErrorMiddleware sits outside every added middleware: its 500 would carry no
             # X-Request-ID. Answer the 500 here (with the id), and log the error as JSON with the id.
             error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if started:
+            if response_started:
                 raise  # the headers are out: nothing clean to send; the server closes the connection
             await send_with_id({"type": "http.response.start", "status": 500,
                                 "headers": [(b"content-type", b"application/json")]})

@@ -104,7 +104,10 @@ class TokenKeys:
         # `require` only checks presence: a signed token with exp in 10**30 would live forever (lesson 02)
         now = datetime.now(timezone.utc).timestamp()
         issued, expires = claims["iat"], claims.get("exp", claims["iat"])
-        if not isinstance(issued, int | float) or issued > now + CLOCK_SKEW.total_seconds():
+        # PyJWT accepts any value int() takes ("123" too): a string here would be a TypeError, a 500 (found in review)
+        if not all(type(value) in (int, float) for value in (issued, expires)):
+            raise InvalidToken("iat and exp must be numbers")
+        if issued > now + CLOCK_SKEW.total_seconds():
             raise InvalidToken("issued in the future")
         # PyJWT accepts a numeric string as exp ("1000000000000"): not a number to subtract from
         if not isinstance(expires, int | float) or expires - issued > self.lifetime.total_seconds() + 1:

@@ -20,9 +20,11 @@ def async_database_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TASKSERVICE_", extra="ignore")
+    # hide_input_in_errors: a validation error shows the values it was given (a missing variable shows all the
+    # others, the database password and the key among them), and startup errors end up in logs.
+    model_config = SettingsConfigDict(env_prefix="TASKSERVICE_", extra="ignore", hide_input_in_errors=True)
 
-    database_url: str
+    database_url: str = Field(repr=False)  # it holds the database password: not in repr(settings), nor in tracebacks
     jwt_private_key: SecretStr  # an Ed25519 private key, PEM (`python -m taskservice.keys` makes one)
     jwt_issuer: str = "taskservice"
     jwt_audience: str = "taskservice-api"
@@ -46,6 +48,14 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     telemetry: bool = False
+
+    @field_validator("log_level")
+    @classmethod
+    def known_level(cls, level: str) -> str:
+        # else logging's ValueError comes out of create_app as a traceback, not as one named setting
+        if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level.upper()
 
     @field_validator("database_url")
     @classmethod

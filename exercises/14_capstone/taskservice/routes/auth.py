@@ -38,10 +38,12 @@ async def signup(data: SignupIn, session: SessionDep, response: Response) -> Use
 
 
 @router.post("/auth/token", responses=errors(401, 503))
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, keys: Keys) -> AccessToken:
+async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, keys: Keys,
+                response: Response) -> AccessToken:
     """OAuth2 password flow: username is the email. One message for unknown email and wrong password."""
-    if len(form.username) > MAX_EMAIL or len(form.password) > MAX_PASSWORD:
-        raise wrong_credentials  # no sign-up accepts these: no database query, no argon2 run on a megabyte
+    if len(form.username) > MAX_EMAIL or len(form.password) > MAX_PASSWORD or "\x00" in form.username:
+        # no sign-up accepts these: no database query (PostgreSQL refuses a NUL: a 500), no argon2 run on a megabyte
+        raise wrong_credentials
     user = (await session.exec(select(User).where(User.email == form.username.lower()))).first()
     user_id, hashed = (user.id, user.hashed_password) if user else (None, None)
     # End the transaction before argon2's tens of milliseconds: the pooled connection goes back to the pool
@@ -49,6 +51,7 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: 
     await session.commit()
     if not await verify_password(form.password, hashed) or user_id is None:
         raise wrong_credentials
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749, section 5.1: no cache keeps a token
     return AccessToken(access_token=keys.issue(user_id), expires_in=int(keys.lifetime.total_seconds()))
 
 

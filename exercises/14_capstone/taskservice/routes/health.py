@@ -1,6 +1,7 @@
 """Liveness (the process answers) and readiness (the database answers): lesson 07."""
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -11,6 +12,7 @@ from ..models import Health
 from . import errors
 
 router = APIRouter(prefix="/health", tags=["health"])
+log = logging.getLogger("taskservice.health")
 READY_TIMEOUT_SECONDS = 2
 
 
@@ -27,6 +29,7 @@ async def ready(request: Request) -> Health:
             async with request.app.state.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
     except Exception as exc:  # any reason the database cannot serve: the answer is the same
-        return JSONResponse({"detail": f"database not ready: {type(exc).__name__}"}, status_code=503,
+        log.warning("not ready: %s", type(exc).__name__)  # the cause for the operator, not for the client
+        return JSONResponse({"detail": "the database is not ready"}, status_code=503,
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return Health(status="ok")

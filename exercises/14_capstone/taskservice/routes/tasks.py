@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..db import SessionDep, SessionFactoryDep
@@ -91,21 +91,26 @@ async def list_tasks(
 
 # Before /{task_id}: "export" and "events" are not ids.
 @router.get("/export", responses=errors(401, 503))
-async def export_tasks(user: CurrentUser, session: SessionDep) -> AsyncIterable[TaskRead]:
-    """Every task as JSON Lines (FastAPI's built-in `application/jsonl`, lesson 06), read in batches.
+async def export_tasks(user_id: StreamingUserId, sessions: SessionFactoryDep) -> AsyncIterable[TaskRead]:
+    """Every task as JSON Lines (FastAPI's built-in `application/jsonl`, lesson 06), read in keyset batches.
 
-    The user is checked before the first line (a 401 after the headers would arrive as a 200); the session
-    (one pooled connection) is held while the stream runs, and memory stays at one batch.
+    The user is checked before the first line (a 401 after the headers would arrive as a 200). Each batch is
+    read in a short session closed before its lines are sent: a slow client holds no pooled connection (lesson
+    06, section 7; the request's session would stay checked out until the last line). The end is fixed before
+    the first batch, so tasks created meanwhile stay out and the export ends; memory stays at one batch.
     """
+    async with sessions() as session:
+        last_id = (await session.exec(select(func.max(Task.id)).where(Task.owner_id == user_id))).one()
     after = 0
-    while True:
-        statement = (select(Task).where(Task.owner_id == user.id, col(Task.id) > after)
-                     .order_by(col(Task.id)).limit(EXPORT_BATCH))
-        batch = list((await session.exec(statement)).all())
+    while last_id is not None and after < last_id:
+        async with sessions() as session:
+            statement = (select(Task).where(Task.owner_id == user_id, col(Task.id) > after, col(Task.id) <= last_id)
+                         .order_by(col(Task.id)).limit(EXPORT_BATCH))
+            batch = list((await session.exec(statement)).all())
+        if not batch:
+            return
         for task in batch:
             yield TaskRead.model_validate(task)
-        if len(batch) < EXPORT_BATCH:
-            return
         after = batch[-1].id
 
 

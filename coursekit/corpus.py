@@ -407,12 +407,11 @@ def in_run_order(entries: list[Entry], solution: Path) -> list[Entry]:
     first region on, so in this order an entry never needs the cells above it restored."""
 
     def first_cell(entry: Entry) -> int:
-        try:
-            return min(replaced_cells(notebook, entry.regions))
-        except (CourseError, ValueError):
+        if not entry.regions or not set(entry.regions) <= set(known):
             return -1  # an entry naming no real region fails on its own, whenever it runs
+        return min(known[name][0] for name in entry.regions)
 
-    notebook = read_notebook(solution)
+    known = regions_of(read_notebook(solution))  # once per file, not once per entry (collected in every worker)
     return sorted(entries, key=first_cell, reverse=True)
 
 

@@ -199,7 +199,7 @@ class CorpusRun:
         self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
         self._client = NotebookClient(
             self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"],
             resources={"metadata": {"path": str(self.solution.parent.resolve())}},
         )
         env = {**os.environ, REPORT_ENV: str(self.report), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}

@@ -100,8 +100,11 @@ def _in_class_body(lines_before: list[str], indent: str) -> bool:
     return False
 
 
-def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> dict:
-    """The exercise notebook (as a dict) generated from a solution notebook (as a dict)."""
+def exercise_from_solution(solution: dict, lesson_id: str, source_name: str, *, regions_needed: bool = True) -> dict:
+    """The exercise notebook (as a dict) generated from a solution notebook (as a dict).
+
+    regions_needed=False: an incident hunt (coursekit/hunt.py), whose learner's work is the service's
+    generated copy, not answer regions in the notebook."""
     cells = []
     regions = 0
     for index, cell in enumerate(solution.get("cells", []), start=1):
@@ -120,7 +123,7 @@ def exercise_from_solution(solution: dict, lesson_id: str, source_name: str) -> 
             if source.lstrip().startswith(CHECK_MAGIC):
                 new["metadata"].update(json.loads(json.dumps(COLLAPSED_INPUT)))
         cells.append(new)
-    if not regions:
+    if not regions and regions_needed:
         raise MarkerError(f"{source_name}: no ### BEGIN SOLUTION region: an exercise needs at least one")
     _add_hint_helper(cells, lesson_id)
     metadata = {k: v for k, v in solution.get("metadata", {}).items() if k in ("kernelspec", "language_info")}
@@ -181,8 +184,11 @@ def dumps(notebook: dict) -> str:
 def generate(lesson: Lesson) -> str:
     if not lesson.solution.is_file():
         raise CourseError(f"{lesson.solution.relative_to(lesson.root)} is missing")
+    from coursekit.hunt import is_hunt
+
     solution = json.loads(lesson.solution.read_text(encoding="utf-8"))
-    return dumps(exercise_from_solution(solution, lesson.id, f"solutions/{lesson.solution.name}"))
+    return dumps(exercise_from_solution(solution, lesson.id, f"solutions/{lesson.solution.name}",
+                                        regions_needed=not is_hunt(lesson)))
 
 
 def _git_index_text(path: Path, root: Path) -> str | None:
@@ -202,6 +208,11 @@ class BuildResult:
     lesson: Lesson
     status: str  # "written", "unchanged", "stale", "learner-edited"
     saved: Path | None = None  # where a hand-edited exercise was kept before it was rewritten
+    path: Path | None = None  # what was built: the exercise notebook, or an incident hunt's copy folder
+
+    @property
+    def target(self) -> Path:
+        return self.path or self.lesson.exercise
 
 
 def build(root: Path | None = None, *, check: bool = False, only: list[Lesson] | None = None) -> list[BuildResult]:
@@ -231,7 +242,29 @@ def build(root: Path | None = None, *, check: bool = False, only: list[Lesson] |
             lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
             lesson.exercise.write_text(text, encoding="utf-8")
             results.append(BuildResult(lesson, "written", saved))
+        results.extend(_build_hunt_copy(lesson, check))
     return results
+
+
+def _build_hunt_copy(lesson: Lesson, check: bool) -> list[BuildResult]:
+    """An incident hunt's buggy copy of the service (coursekit/hunt.py), compared or written like a notebook."""
+    from coursekit.hunt import copy_folder, generated_files, is_hunt, write_copy
+
+    if not is_hunt(lesson):
+        return []
+    files = generated_files(lesson)  # HuntError (a CourseError) when a recorded change no longer applies
+    folder = copy_folder(lesson)
+    current = {rel: (lesson.root / rel).read_text(encoding="utf-8") if (lesson.root / rel).is_file() else None
+               for rel in files}
+    if all(current[rel] == text for rel, text in files.items()):
+        return [BuildResult(lesson, "unchanged", path=folder)]
+    if check:
+        staged = all(current[rel] == text or _git_index_text(lesson.root / rel, lesson.root) == text
+                     for rel, text in files.items())
+        return [BuildResult(lesson, "learner-edited" if staged else "stale", path=folder)]
+    committed = lambda rel, text: _git_index_text(lesson.root / rel, lesson.root) == text  # noqa: E731
+    saved = write_copy(lesson, files, is_committed=committed)
+    return [BuildResult(lesson, "written", saved, path=folder)]
 
 
 def save_attempt(lesson: Lesson) -> Path:
@@ -251,7 +284,9 @@ def save_attempt(lesson: Lesson) -> Path:
 
 
 def reset(lesson: Lesson) -> Path | None:
-    """Regenerate one exercise; the learner's current version is saved first (returned)."""
+    """Regenerate one exercise; the learner's current version is saved first (returned).
+
+    An incident hunt's copy of the service is regenerated too: see `reset_hunt_copy`."""
     fresh = generate(lesson)
     current = lesson.exercise.read_text(encoding="utf-8") if lesson.exercise.is_file() else None
     untouched = current is None or not edited_since_generated(current)  # run, perhaps, but not edited
@@ -259,3 +294,12 @@ def reset(lesson: Lesson) -> Path | None:
     lesson.exercise.parent.mkdir(parents=True, exist_ok=True)
     lesson.exercise.write_text(fresh, encoding="utf-8")
     return saved
+
+
+def reset_hunt_copy(lesson: Lesson) -> Path | None:
+    """Regenerate an incident hunt's copy of the service; the learner's edited folder is saved first (returned)."""
+    from coursekit.hunt import generated_files, is_hunt, write_copy
+
+    if not is_hunt(lesson):
+        return None
+    return write_copy(lesson, generated_files(lesson))

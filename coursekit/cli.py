@@ -81,7 +81,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The notebook's sha256; for an incident hunt's exercise, the service copy it tests counts too."""
+    from coursekit.hunt import copy_folder, is_hunt, package_files
+    from coursekit.manifest import lesson_for_notebook
+
+    digest = hashlib.sha256(path.read_bytes())
+    try:
+        lesson = lesson_for_notebook(path)
+    except CourseError:
+        lesson = None
+    if lesson is not None and is_hunt(lesson) and path.resolve() == lesson.exercise.resolve():
+        folder = copy_folder(lesson) / "taskservice"
+        for rel, text in (package_files(folder).items() if folder.is_dir() else ()):
+            digest.update(f"\0{rel}\0{text}".encode())
+    return digest.hexdigest()
 
 
 def _cache_path() -> Path:
@@ -105,8 +118,14 @@ def _remember(path: Path, report) -> None:
 def _untouched_report(lesson: Lesson) -> dict | None:
     """A pristine exercise (as generated) has every check not started: no need to run it."""
     from coursekit.build import generate
+    from coursekit.hunt import is_hunt
     from coursekit.runner import notebook_check_ids, read_notebook
 
+    if is_hunt(lesson):  # an incident hunt's work is in its copy of the service: untouched only if that is too
+        from coursekit.hunt import edited_files
+
+        if edited_files(lesson):
+            return None
     if lesson.exercise.read_text(encoding="utf-8") != generate(lesson):
         return None
     ids = notebook_check_ids(read_notebook(lesson.solution))
@@ -194,8 +213,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     results = build(check=args.check)
     stale = [r for r in results if r.status == "stale"]
     for r in results:
-        rel = r.lesson.exercise.relative_to(r.lesson.root)
-        if r.status == "stale":
+        rel = r.target.relative_to(r.lesson.root)
+        if r.status == "stale" and r.path is not None:
+            _out(f"stale: {rel}/ differs from what solutions/{r.lesson.stem}_incidents.toml plants into the service")
+        elif r.status == "stale":
             _out(f"stale: {rel} differs from what {r.lesson.solution.relative_to(r.lesson.root)} generates")
         elif r.status == "written":
             _out(f"wrote {rel}" + (f" (the previous version, edited by hand, is kept in {r.saved.relative_to(r.lesson.root)})" if r.saved else ""))
@@ -205,18 +226,26 @@ def cmd_build(args: argparse.Namespace) -> int:
         if stale:
             _out("exercises/ is out of date: run `course build` and commit the result")
             return 1
-        _out(f"exercises/ is in sync with solutions/ ({len(results)} notebooks)")
+        copies = sum(r.path is not None for r in results)
+        _out(f"exercises/ is in sync with solutions/ ({len(results) - copies} notebooks"
+             + (f", {copies} incident hunt's service copy)" if copies == 1 else f", {copies} service copies)" if copies else ")"))
     return 0
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    from coursekit.build import reset
+    from coursekit.build import reset, reset_hunt_copy
+    from coursekit.hunt import copy_folder, is_hunt
 
     lesson = find_lesson(args.lesson)
     saved = reset(lesson)
     rel = lesson.exercise.relative_to(lesson.root)
     kept = f" Your attempt is kept in {saved.relative_to(lesson.root)}" if saved else " (it had no edits of yours to keep.)"
     _out(f"{rel} is fresh again." + kept)
+    if is_hunt(lesson):
+        saved = reset_hunt_copy(lesson)
+        rel = copy_folder(lesson).relative_to(lesson.root)
+        kept = f" Your fixes are kept in {saved.relative_to(lesson.root)}/" if saved else " (it had no edits of yours to keep.)"
+        _out(f"{rel}/ (the service with its incidents) is fresh again." + kept)
     return 0
 
 

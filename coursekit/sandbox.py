@@ -533,6 +533,14 @@ def grade_submission(path: Path, forced: Lesson | None, limits: Limits, *, sandb
     except CourseError as exc:
         return {**row, "problem": str(exc)}
     row["lesson"] = lesson.id
+    from coursekit.hunt import is_hunt
+
+    if is_hunt(lesson):
+        # the learner's work is their copy of the service, not in the notebook: graded alone, the notebook
+        # would test the course's own service and pass every check (coursekit/hunt.py)
+        return {**row, "problem": f"not graded: exercise {lesson.id} is an incident hunt, whose work is the folder "
+                                  f"exercises/{lesson.stem}/, not the notebook: run `course check {lesson.id}` in the "
+                                  "learner's checkout"}
     expected = expected_checks(path, notebook, lesson)
     solution = read_notebook(lesson.solution)
     prepared, edited = prepare(notebook, solution)

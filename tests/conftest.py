@@ -133,7 +133,7 @@ class CorpusFile(pytest.File):
         from coursekit.corpus import CorpusRun, lesson_by_key
 
         lesson = lesson_by_key(self.path.stem, ROOT)
-        self.run = CorpusRun(lesson.solution).__enter__()
+        self.run = CorpusRun(lesson.solution, lesson=lesson).__enter__()
 
     def selected_entries(self):
         """This file's entries that this run selected (-k may leave some out)."""

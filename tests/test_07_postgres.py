@@ -125,6 +125,40 @@ def test_fallback_when_the_embedded_server_is_off(no_database_url):
     assert db.url.startswith("sqlite+aiosqlite:///") and "turned off" in db.reason
 
 
+def test_restart_cuts_every_connection_and_keeps_the_url_and_the_data(shared_server: Database):
+    """Database.restart: a fast stop, an outage, a start on the same data and socket (the capstone's fault tests)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def scenario() -> tuple[bool, int]:
+        engine = create_async_engine(shared_server.url)  # no pre-ping: the pooled connection stays dead
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE IF NOT EXISTS kept (n int)"))
+                await conn.execute(text("INSERT INTO kept VALUES (7)"))
+            async with engine.connect() as conn:
+                await conn.execute(text("select 1"))
+            await asyncio.to_thread(shared_server.restart, 0.2)
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(text("select 1"))
+                cut = False
+            except DBAPIError as exc:
+                cut = exc.connection_invalidated
+            async with engine.connect() as conn:  # the pool was invalidated: a new connection, same URL
+                return cut, (await conn.execute(text("select sum(n) from kept"))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    before = shared_server.server_pid
+    cut, kept = run(scenario())
+    assert cut, "the connection pooled before the restart still worked: the server was not restarted"
+    assert kept == 7 and shared_server.server_pid != before and gone(before)
+    with pytest.raises(RuntimeError, match="only an embedded server"):
+        Database(url="postgresql+asyncpg://u@h/db", source="DATABASE_URL").restart()
+
+
 def test_orphaned_server_of_a_dead_kernel_is_reaped(shared_server: Database):  # last: it ends the shared server
     embedded = shared_server
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -9,6 +9,7 @@ import pytest
 
 from coursekit.manifest import FOLDERS, lessons
 from coursekit.build import COLLAPSED_INPUT
+from coursekit.hunt import generated_files, is_hunt
 from coursekit.runner import _is_check_cell, notebook_check_ids, read_notebook
 from tests.conftest import ROOT
 
@@ -33,6 +34,9 @@ def test_every_exercise_has_checks_with_teaching_messages(lesson):
     assert ids, f"{lesson.solution.name} has no %%ipytest check cell"
     assert len(ids) == len(set(ids)), f"duplicate check names in {lesson.solution.name}: {ids}"
     source = "".join("".join(c["source"]) for c in read_notebook(lesson.solution)["cells"] if c["cell_type"] == "code")
+    if is_hunt(lesson):  # the learner's work is the service's planted copy, not answer regions (coursekit/hunt.py)
+        assert generated_files(lesson), f"{lesson.stem}: an incident hunt generates its copy of the service"
+        return
     assert source.count("### BEGIN SOLUTION") >= 1
 
 

@@ -226,3 +226,18 @@ def test_the_notebook_path_may_be_the_servers_relative_one(tiny, monkeypatch):
     assert _notebook_path() == tiny / "exercises/01_demo.ipynb"
     monkeypatch.setenv("JPY_SESSION_NAME", "untitled.txt")
     assert _notebook_path() is None
+
+
+def test_a_hunts_last_hint_names_the_real_package_as_the_answer():
+    """A hunt's solution notebook holds only the checks: its answer is the package the copy was made from."""
+    from coursekit.hints import worked_answer
+    from coursekit.hunt import is_hunt
+
+    hunts = [lesson for lesson in lessons() if is_hunt(lesson)]
+    assert hunts, "no hunt exercise to test"
+    for lesson in hunts:
+        where, sentence = worked_answer(lesson)
+        assert where == "capstone/taskservice" and "solutions/" not in sentence, sentence
+        assert f"diff -ru {where} exercises/{lesson.stem}/taskservice" in sentence, sentence
+    plain = next(lesson for lesson in lessons() if not is_hunt(lesson))
+    assert worked_answer(plain)[0] == f"solutions/{plain.solution.name}"

@@ -1,0 +1,1 @@
+"""taskservice: the course's capstone, one production FastAPI service assembled from lessons 01-13."""

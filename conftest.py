@@ -9,6 +9,9 @@
 - Each lesson and solution gets a second Run All in nbval's kernel (tests/run_all_again.py).
 """
 
+import json
+from pathlib import Path
+
 import pytest
 
 # Lessons and solutions: a second Run All in nbval's kernel (tests/run_all_again.py).
@@ -44,13 +47,28 @@ def pytest_xdist_make_scheduler(config, log):
     return LessonScheduling(config, log)
 
 
-def work_order(units: dict[str, dict]) -> list[str]:
+# Seconds each unit took on one worker (`-n0`, a loaded machine: they rank the units, they are no
+# budget). A unit missing here (a new lesson) counts its items at its kind's mean seconds per item.
+ROOT_DIR = Path(__file__).parent
+UNIT_SECONDS_FILE = ROOT_DIR / "tests" / "unit_seconds.json"
+
+
+def unit_seconds() -> dict[str, float]:
+    try:
+        return json.loads(UNIT_SECONDS_FILE.read_text(encoding="utf-8"))["seconds"]
+    except (OSError, ValueError, KeyError):  # no measurements: every item counts the same
+        return {}
+
+
+def work_order(units: dict[str, dict], seconds: dict[str, float] | None = None) -> list[str]:
     """The order the workers take the units in.
 
     A corpus keeps a CPU busy; a lesson or solution notebook mostly waits (servers, sleeps that
     timing demos need). Each kind is spread evenly over the run, so the waits of one worker are
     filled by another's CPU work (all the corpora first left a tail of notebooks and idle CPUs).
-    Within a kind, the largest first (items as the measure), so the run ends on small units.
+    Within a kind, the longest first, so the run ends on short units: measured seconds
+    (tests/unit_seconds.json), not items, rank them (lesson 09's corpus has half the entries of
+    lesson 01's and takes longer; one fuzzed app is one item of half a minute).
     """
     def kind(scope: str) -> str:
         if scope.startswith("tests/corpus/"):
@@ -59,8 +77,18 @@ def work_order(units: dict[str, dict]) -> list[str]:
             return "notebook"
         return "other"
 
+    seconds = unit_seconds() if seconds is None else seconds
+    per_item: dict[str, float] = {}  # a kind's mean seconds per item, over its measured units
+    for k in ("corpus", "notebook", "other"):
+        measured = [s for s in units if kind(s) == k and s in seconds]
+        items = sum(len(units[s]) for s in measured)
+        per_item[k] = sum(seconds[s] for s in measured) / items if items else 1.0
+
+    def estimate(scope: str) -> float:
+        return seconds.get(scope, len(units[scope]) * per_item[kind(scope)])
+
     by_kind: dict[str, list[str]] = {}
-    for scope in sorted(units, key=lambda s: (-len(units[s]), s)):
+    for scope in sorted(units, key=lambda s: (-estimate(s), s)):
         by_kind.setdefault(kind(scope), []).append(scope)
     # each unit at its fraction of the way through its own kind's list
     placed = [((index + 0.5) / len(scopes), scope) for scopes in by_kind.values() for index, scope in enumerate(scopes)]

@@ -249,7 +249,7 @@ class CorpusRun:
         self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
         self._client = NotebookClient(
             self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"],
             resources={"metadata": {"path": str(self.solution.parent.resolve())}},
         )
         env = {**os.environ, REPORT_ENV: str(self.report), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
@@ -526,12 +526,11 @@ def in_run_order(entries: list[Entry], solution: Path) -> list[Entry]:
     first region on, so in this order an entry never needs the cells above it restored."""
 
     def first_cell(entry: Entry) -> int:
-        try:
-            return min(replaced_cells(notebook, entry.regions))
-        except (CourseError, ValueError):
+        if not entry.regions or not set(entry.regions) <= set(known):
             return -1  # an entry naming no real region fails on its own, whenever it runs
+        return min(known[name][0] for name in entry.regions)
 
-    notebook = read_notebook(solution)
+    known = regions_of(read_notebook(solution))  # once per file, not once per entry (collected in every worker)
     return sorted(entries, key=first_cell, reverse=True)
 
 

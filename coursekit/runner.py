@@ -183,7 +183,8 @@ def execute(
             interrupt_on_timeout=True,
             kernel_name=kernel_name,
             record_timing=False,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport warning on stderr
+            # no TCP-transport warning on stderr; no IPython history file (a SQLite write per cell, nbval's choice too)
+            extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"],
             resources={"metadata": {"path": str(workdir or path.parent.resolve())}},
         )
         results: list[RunResult] = []

@@ -1,13 +1,11 @@
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.modules.setdefault("rfc3987_syntax", None)  # see coursekit.cli.main: saves ~2 s per process
 
 # `course grade` runs submissions in bubblewrap (Linux). Skipped where it is missing, unless the
 # run must prove the sandbox (.ci/run sets COURSE_REQUIRE_SANDBOX=1 and installs it).

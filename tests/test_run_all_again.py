@@ -20,6 +20,8 @@ def test_the_second_run_fails_notebooks_that_break_on_a_rerun_and_only_those(pyt
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
         "--nbval", "-p", "tests.run_all_again", "-p", "no:xdist", "-p", "no:cacheprovider", "-rA",
+        # as the suite's addopts: an import and two plugins that play no part here (3-4 s of CPU)
+        "-p", "coursekit.pytest_startup", "-p", "no:schemathesis", "-p", "no:hypothesispytest",
         "notebooks", "solutions", "elsewhere",
     )
     result.assert_outcomes(passed=8, failed=2)

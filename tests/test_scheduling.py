@@ -10,10 +10,34 @@ SIZES = {  # unit -> number of items
 
 
 def test_corpora_and_notebooks_are_spread_over_the_run_largest_first():
-    order = work_order({unit: dict.fromkeys(range(n), False) for unit, n in SIZES.items()})
+    order = work_order({unit: dict.fromkeys(range(n), False) for unit, n in SIZES.items()}, seconds={})  # items only
     assert sorted(order) == sorted(SIZES)
     corpora = [order.index(s) for s in ("tests/corpus/01.toml", "tests/corpus/09.toml")]
     notebooks = [order.index(s) for s in ("notebooks/06.ipynb", "notebooks/01.ipynb", "solutions/06.ipynb", "solutions/01.ipynb")]
     assert corpora == sorted(corpora) and notebooks == sorted(notebooks)  # largest first within a kind
     assert corpora[0] < notebooks[2] and corpora[1] > notebooks[1]  # not all the corpora first, nor last
     assert order[-1] in ("solutions/01.ipynb", "tests/test_build.py")  # the run ends on a small unit
+
+
+def test_measured_seconds_rank_units_not_their_item_counts():
+    units = {unit: dict.fromkeys(range(n), False) for unit, n in SIZES.items()}
+    seconds = {"tests/corpus/01.toml": 40.0, "tests/corpus/09.toml": 110.0, "notebooks/06.ipynb": 30.0}
+    order = work_order(units, seconds)
+    assert order.index("tests/corpus/09.toml") < order.index("tests/corpus/01.toml")  # 35 items but the longest
+    # unmeasured units count their items at their kind's measured mean (30 s / 50 items): notebooks/01's
+    # 30 items (18 s) before solutions/06's 20 (12 s), and after the measured 30 s of notebooks/06
+    notebooks = [order.index(s) for s in ("notebooks/06.ipynb", "notebooks/01.ipynb", "solutions/06.ipynb", "solutions/01.ipynb")]
+    assert notebooks == sorted(notebooks)
+    units["notebooks/14.ipynb"] = dict.fromkeys(range(200), False)  # a new lesson, not measured yet: 120 s
+    with_new = work_order(units, seconds)
+    assert [s for s in with_new if s.startswith(("notebooks/", "solutions/"))][0] == "notebooks/14.ipynb"
+
+
+def test_the_committed_measurements_name_units_that_exist():
+    from conftest import ROOT_DIR, unit_seconds
+
+    seconds = unit_seconds()
+    assert seconds, "tests/unit_seconds.json is missing or empty: the scheduler would rank by items only"
+    gone = [unit for unit in seconds if not (ROOT_DIR / unit.split("::")[0]).is_file()]
+    assert not gone, (f"tests/unit_seconds.json names units that no longer exist: {gone}; remove them, or measure again: "
+                      "`pytest -n0 -p tests.measure_units --unit-seconds=tests/unit_seconds.json <paths>`")

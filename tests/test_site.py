@@ -106,6 +106,34 @@ def test_a_configured_repository_adds_binder_links_and_a_wrong_one_is_a_clear_er
         plan(tmp_path)
 
 
+def test_pages_read_as_nbconvert_writes_them_without_its_beautifulsoup_pass():
+    """The site's exporter skips HTMLExporter's re-parse of each page and makes its two edits (alt text,
+    tabindex) itself: to BeautifulSoup (what nbconvert serializes with) the pages are the same."""
+    import nbformat
+    from bs4 import BeautifulSoup
+    from nbconvert import HTMLExporter
+
+    from coursekit.site import NO_ALT, site_exporter_class
+
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    nb = nbformat.v4.new_notebook(metadata={"language_info": {"name": "python"}})
+    nb.cells = [
+        nbformat.v4.new_markdown_cell('# A page\n![a plot](plot.png) <img src="raw.png"> <img src="x.png" alt="has one"/>'),
+        nbformat.v4.new_code_cell("print('hi')\nplot()", execution_count=1, outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="hi\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+            nbformat.v4.new_output("execute_result", execution_count=1,
+                                   data={"text/html": '<div class="inner">a <b>table</b></div>', "text/plain": "t"}),
+        ]),
+        nbformat.v4.new_code_cell("1 / 0", execution_count=2, outputs=[
+            nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=["boom"])]),
+    ]
+    theirs, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    ours, _ = site_exporter_class()(template_name="lab").from_notebook_node(nb)
+    assert ours != theirs and str(BeautifulSoup(ours, features="html.parser")) == theirs
+    assert theirs.count(f'alt="{NO_ALT}"') == 2 and theirs.count('tabindex="0"') >= 6  # the edits are there to compare
+
+
 def test_a_folder_not_written_by_course_site_is_never_replaced(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(CourseError, match="was not written by `course site`"):

@@ -23,6 +23,7 @@ from unittest import mock
 import pytest
 
 from coursekit.cli import main
+from coursekit.hunt import is_hunt
 from coursekit.manifest import CourseError, lessons
 from coursekit.site import MARKER, build_site, html_links, mermaid_js, plan, uncommitted_notebooks, vendored_mermaid
 from tests.browser import chromium_page, screenshot, skip_or_fail
@@ -68,7 +69,11 @@ def test_every_lesson_exercise_and_solution_has_a_page_with_navigation_and_a_run
             assert 'rel="prev"' in page and 'href="../index.html"' in page
             assert "mybinder.org" not in page, "no repository is configured in course.toml, so no Binder link"
         exercise = (site / "exercises" / f"{lesson.stem}.html").read_text(encoding="utf-8")
-        assert f"course check {lesson.id}" in exercise and "NotImplementedError" in exercise  # the stubs are shown
+        assert f"course check {lesson.id}" in exercise
+        if is_hunt(lesson):  # the incident hunt: no stubs, the symptoms and where the learner's copy lives
+            assert f"exercises/{lesson.stem}/taskservice/" in exercise and "The incidents, as they were reported" in exercise
+        else:
+            assert "NotImplementedError" in exercise  # the stubs are shown
     last = (site / "solutions" / f"{LESSONS[-1].stem}.html").read_text(encoding="utf-8")
     assert 'rel="next"' not in last
 

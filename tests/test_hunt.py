@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -174,7 +175,22 @@ def test_a_notebook_tests_the_copy_beside_it_else_the_real_service(course, monke
 def test_load_service_imports_the_package_afresh_from_each_folder(course, monkeypatch):
     build(course)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+    # sys.modules itself, not a replacement dict (the import system keeps using the original): another test
+    # on this worker may have imported the real service; it gets its modules back afterwards
+    def service_modules() -> dict[str, object]:
+        return {name: module for name, module in sys.modules.items()
+                if name == "taskservice" or name.startswith("taskservice.")}
+
+    before = service_modules()
+    try:
+        check_fresh_imports(course)
+    finally:
+        for name in service_modules():
+            del sys.modules[name]
+        sys.modules.update(before)
+
+
+def check_fresh_imports(course: Path) -> None:
     buggy = load_service(course / "exercises" / "14_hunt")
     assert buggy.__file__.startswith(str(course / "exercises"))
     assert __import__("taskservice.main").main.pool() == {"size": 1, "timeout": None}

@@ -4,7 +4,7 @@
 
 Per unit (a file, or an item of conftest.ONE_UNIT_PER_ITEM) it records CPU (this process and its
 reaped children: kernels, servers, subprocesses) and wall time, and merges into the file an estimate
-of its seconds on a worker of a quiet 2-core CI machine running three workers:
+of its seconds on a worker of a quiet 2-core CI machine running the suite's workers:
 1.5 x CPU + the time it spent waiting (wall - LOAD_STRETCH x CPU, where LOAD_STRETCH is how much
 longer CPU work took on the measuring machine; `--load-stretch`, 4 on a machine with load 13-15).
 The figures only rank the units; the suite's budget is measured by running it.

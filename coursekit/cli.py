@@ -82,7 +82,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _digest(path: Path) -> str:
     """The notebook's sha256; for an incident hunt's exercise, the service copy it tests counts too."""
-    from coursekit.hunt import copy_folder, is_hunt, package_files
+    from coursekit.hunt import HUNT_SERVICE_ENV, copy_folder, is_hunt, package_files
     from coursekit.manifest import lesson_for_notebook
 
     digest = hashlib.sha256(path.read_bytes())
@@ -91,7 +91,10 @@ def _digest(path: Path) -> str:
     except CourseError:
         lesson = None
     if lesson is not None and is_hunt(lesson) and path.resolve() == lesson.exercise.resolve():
-        folder = copy_folder(lesson) / "taskservice"
+        # the folder the checks test: $COURSE_HUNT_SERVICE when set, else the learner's copy (a result cached
+        # under the copy's digest must come from the copy, or `course hint` reports an unfixed copy as done)
+        override = os.environ.get(HUNT_SERVICE_ENV)
+        folder = (Path(override) if override else copy_folder(lesson)) / "taskservice"
         for rel, text in (package_files(folder).items() if folder.is_dir() else ()):
             digest.update(f"\0{rel}\0{text}".encode())
     return digest.hexdigest()

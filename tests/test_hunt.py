@@ -343,6 +343,22 @@ def test_status_reruns_the_checks_when_only_the_copy_changed(course, monkeypatch
     assert cli._digest(lesson.exercise) != before, "a fixed file must make `course status` run the checks again"
 
 
+def test_a_result_is_cached_under_the_service_the_checks_tested(course, monkeypatch):
+    """With $COURSE_HUNT_SERVICE set the checks test that folder: a result stored under the unfixed copy's
+    digest would make `course status` and `course hint` call the copy fixed (a learner trial found it)."""
+    from coursekit import cli
+    from coursekit.hunt import HUNT_SERVICE_ENV
+
+    build(course)
+    monkeypatch.setenv("COURSE_ROOT", str(course))
+    lesson = the_lesson(course)
+    copy_digest = cli._digest(lesson.exercise)
+    monkeypatch.setenv(HUNT_SERVICE_ENV, str(course / "capstone"))
+    assert cli._digest(lesson.exercise) != copy_digest, "a run against capstone/ is not a run against the copy"
+    monkeypatch.setenv(HUNT_SERVICE_ENV, str(copy_folder(lesson)))
+    assert cli._digest(lesson.exercise) == copy_digest
+
+
 def test_course_update_merges_the_courses_change_into_a_fixed_copy_and_keeps_a_conflicting_fix(course, tmp_path):
     from tests.test_update import LEARNER_ENV
     from tests.test_update import course as course_cli

@@ -114,9 +114,14 @@ def test_response_model_reading_a_lazy_relationship_is_a_response_validation_err
                 parent = await session.get(m.Parent, 1)
                 return ParentRead.model_validate(parent, from_attributes=True)
 
+        # Kept and closed at the end: a leaked session garbage-collected mid-test terminates the
+        # in-memory database's only connection, and the next request finds no tables (CI saw it once).
+        left_open: list[AsyncSession] = []
+
         @app.get("/returned/1")
         async def returned() -> ParentRead:
             session = AsyncSession(engine)  # still open while FastAPI validates the return value
+            left_open.append(session)
             return await session.get(m.Parent, 1)
 
         async with app_client(app, raise_app_exceptions=False) as client:
@@ -127,6 +132,8 @@ def test_response_model_reading_a_lazy_relationship_is_a_response_validation_err
         error = caught.value.errors()[0]
         assert error["type"] == "get_attribute_error" and error["loc"] == ("response", "children")
         assert "MissingGreenlet" in error["msg"]
+        for session in left_open:
+            await session.close()
         await engine.dispose()
 
     run(scenario())

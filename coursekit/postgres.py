@@ -358,7 +358,7 @@ def _sqlite_fallback(reason: str) -> Database:
 
 
 async def start_database(
-    *, embedded: bool = True, timeout: float = 5.0, settings: dict[str, str] | None = None, from_env: bool = True
+    *, embedded: bool = True, timeout: float = 30.0, settings: dict[str, str] | None = None, from_env: bool = True
 ) -> Database:
     """A database for the notebook: DATABASE_URL, else an embedded PostgreSQL, else SQLite.
 

@@ -248,7 +248,7 @@ def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
 
 
 @contextmanager
-def serve_in_process(app: Any, *, log_level: str = "warning", startup_timeout: float = 10.0) -> Iterator[ServerProcess]:
+def serve_in_process(app: Any, *, log_level: str = "warning", startup_timeout: float = 60.0) -> Iterator[ServerProcess]:
     """Serve `app` with uvicorn in a forked child process on a free port of 127.0.0.1.
 
     The socket is bound and listening before the fork, so the port is known at once; the

@@ -217,6 +217,14 @@ def _code_cell(source: str):
     return NotebookNode(cell_type="code", metadata=NotebookNode(), execution_count=None, source=source, outputs=[])
 
 
+# The kernel's options. Tracebacks in IPython's Minimal mode (the exception's type and message, no
+# frames): a wrong answer's check cell raises (ipytest's raise_on_error), and the default mode renders
+# every frame with its source highlighted by pygments, twice (shown and stored): 30-40 ms of the
+# kernel's CPU per wrong answer, about a tenth of its cost, for text no judge reads (they read the
+# checks' report, and a cell's error as its type and message: `_first_error`).
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:",
+                    "--InteractiveShell.xmode=Minimal")
+
 TIMED_OUT = "the cell did not finish: timed out or the kernel died"
 SERVICE_CALL = "service_under_test("  # the incident hunt's cell that picks (and imports) the service under test
 
@@ -264,7 +272,7 @@ class CorpusRun:
         self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
         self._client = NotebookClient(
             self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"],
+            record_timing=False, extra_arguments=[*KERNEL_ARGUMENTS],
             resources={"metadata": {"path": str(self.solution.parent.resolve())}},
         )
         env = {**os.environ, REPORT_ENV: str(self.report), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}

@@ -244,3 +244,16 @@ def test_a_wrong_answer_stopped_at_its_check_leaves_nothing_to_the_entries_after
         judged = run.try_entry(Entry("right", "r", {"value": "return 2 - 1"}, "a reason"))
         assert judged.ok and sorted(judged.checks) == ["test_later", "test_value"], judged.summary
         assert kernel_value(run, "later()") == "2"
+
+
+def test_a_cell_error_is_named_by_its_type_and_message_with_tracebacks_in_minimal_mode(run):
+    # The corpus kernel renders tracebacks without frames (KERNEL_ARGUMENTS): an error is still
+    # reported as its type and message, the only parts of it the judges read.
+    try:
+        errors = run._run(range(1, 2), {1: "def helper():\n    return 1 / 0\n\nhelper()"}, skip_checks=True)
+        assert errors == ["cell 2: ZeroDivisionError: division by zero"]
+        assert kernel_value(run, "get_ipython().InteractiveTB.mode") == "'Minimal'"
+    finally:
+        assert run._run(range(1, 2), {}, skip_checks=True) == []  # the solution's cell again
+    result = run.try_entry(wrong("test_double", "return x.upper()"))
+    assert "reported error" in result.summary and "AttributeError" in result.summary, result.summary

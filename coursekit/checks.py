@@ -26,6 +26,9 @@ NONCE_OPTION = "--course-nonce"
 # carries the nonce it put on the cell's `%%ipytest` line (see coursekit/sandbox.py)
 RESULTS_MIMETYPE = "application/vnd.course.check-results+json"
 DEADLINE_ENV = "COURSE_CHECK_DEADLINE_S"
+# Set to "1" by the corpus harness (coursekit/corpus.py) in its kernels only: checks run without
+# ipytest's assert rewriting there. Learners, nbval and `course check` keep it.
+PLAIN_ASSERTS_ENV = "COURSE_CHECK_PLAIN_ASSERTS"
 DEFAULT_DEADLINE_S = 60.0  # far above any honest check (they take well under 10 s), far below "forever"
 NOT_DONE_MARK = "not done yet"
 SYMBOLS = {"passed": "✔", "failed": "✘", "not-started": "…", "error": "!"}
@@ -73,10 +76,16 @@ def setup_checks() -> None:
     run_in_thread: `@pytest.mark.anyio` tests need an event loop of their own, and the
     notebook's loop is already running. raise_on_error: a failing check cell raises,
     so nbval (and Run All) stop on a solution whose checks fail.
+
+    rewrite_asserts (ipytest's AST transformer, on every cell run after this one) is off only where
+    PLAIN_ASSERTS_ENV is "1": the corpus harness, whose judges read a check's own message and never
+    pytest's `assert a == b` introspection (first_paragraph drops it), and which pays 0.04-0.06 s of
+    CPU per run of a 500-line check cell for it.
     """
     import ipytest
 
-    ipytest.autoconfig(run_in_thread=True, raise_on_error=True, addopts=list(INNER_PYTEST_ARGS))
+    ipytest.autoconfig(run_in_thread=True, raise_on_error=True, addopts=list(INNER_PYTEST_ARGS),
+                       rewrite_asserts=os.environ.get(PLAIN_ASSERTS_ENV) != "1")
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:

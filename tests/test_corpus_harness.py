@@ -257,3 +257,24 @@ def test_a_cell_error_is_named_by_its_type_and_message_with_tracebacks_in_minima
         assert run._run(range(1, 2), {}, skip_checks=True) == []  # the solution's cell again
     result = run.try_entry(wrong("test_double", "return x.upper()"))
     assert "reported error" in result.summary and "AttributeError" in result.summary, result.summary
+
+
+def test_the_corpus_kernel_runs_checks_without_assert_rewriting_and_a_learners_run_keeps_it(tmp_path):
+    # A bare assert's text shows whether ipytest rewrote the cell: pytest's introspection
+    # ("assert 4 == 5 ...") when rewritten, nothing when plain. The corpus kernel skips rewriting
+    # (COURSE_CHECK_PLAIN_ASSERTS, see coursekit.checks.setup_checks); `course check` (a learner's
+    # run, nbval too: neither sets it) keeps it.
+    from coursekit.runner import check
+
+    path = write_notebook(tmp_path / "solutions" / "04_x.ipynb", [
+        ("code", SETUP), ("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\ndef test_bare_assert():\n    try:\n        assert double(2) == 5\n"
+                 "    except AssertionError as exc:\n        said = str(exc)\n"
+                 "    assert False, f'a bare assert said {said!r}'"),
+    ])
+    with CorpusRun(path) as corpus_run:
+        result = corpus_run.try_entry(wrong("test_bare_assert", "return x * 2"))
+    assert result.checks["test_bare_assert"] == ("failed", "a bare assert said ''"), result.checks
+    learners = {c.id: c for c in check(path).checks}["test_bare_assert"]
+    assert learners.status == "failed", learners
+    assert learners.message.startswith("a bare assert said 'assert 4 == 5"), learners.message

@@ -7,12 +7,20 @@
 - xdist runs with --dist loadfile: all cells of one notebook on one worker, in order.
   Each lesson's stub checks are a unit of their own, so they spread over the workers too.
 - Each lesson and solution gets a second Run All in nbval's kernel (tests/run_all_again.py).
+- nbval's kernels listen on unix sockets, not TCP ports (coursekit/kernels.py says why).
 """
 
 import json
 from pathlib import Path
 
+import nbval.kernel
 import pytest
+
+from coursekit.kernels import UnixSocketKernelManager
+
+# nbval builds its kernel manager from this module global (nbval.kernel.start_new_kernel) and has no
+# option for it; tests/test_kernels.py fails if a later nbval stops reading it.
+nbval.kernel.KernelManager = UnixSocketKernelManager
 
 # Lessons and solutions: a second Run All in nbval's kernel (tests/run_all_again.py).
 pytest_plugins = ["tests.run_all_again"]

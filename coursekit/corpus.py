@@ -268,10 +268,13 @@ class CorpusRun:
         import nbformat
         from nbclient import NotebookClient
 
+        from coursekit.kernels import AsyncUnixSocketKernelManager
+
         self._stale_from, self._stale_after = None, ""
         self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
         self._client = NotebookClient(
             self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
+            kernel_manager_class=AsyncUnixSocketKernelManager,  # no TCP ports to race for (coursekit/kernels.py)
             record_timing=False, extra_arguments=[*KERNEL_ARGUMENTS],
             resources={"metadata": {"path": str(self.solution.parent.resolve())}},
         )

@@ -33,12 +33,14 @@ def record(path: Path, *, cell_timeout: float = 300) -> float:
     notebook = nbformat.read(path, as_version=4)
     from nbclient.exceptions import CellExecutionError
 
+    from coursekit.kernels import AsyncUnixSocketKernelManager
     from coursekit.manifest import CourseError
 
     client = NotebookClient(
         notebook,
         timeout=cell_timeout,
         kernel_name="python3",
+        kernel_manager_class=AsyncUnixSocketKernelManager,  # no TCP ports to race for (coursekit/kernels.py)
         record_timing=False,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(path.parent.resolve())}},

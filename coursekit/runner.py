@@ -170,6 +170,8 @@ def execute(
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    from coursekit.kernels import AsyncUnixSocketKernelManager
+
     notebook = nbformat.reads(json.dumps(notebook_data or read_notebook(path)), as_version=4)
     with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
         report_file = Path(tmp) / "checks.jsonl"
@@ -182,6 +184,7 @@ def execute(
             allow_errors=True,
             interrupt_on_timeout=True,
             kernel_name=kernel_name,
+            kernel_manager_class=AsyncUnixSocketKernelManager,  # no TCP ports to race for (coursekit/kernels.py)
             record_timing=False,
             # no TCP-transport warning on stderr; no IPython history file (a SQLite write per cell, nbval's choice too)
             extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"],

@@ -399,6 +399,7 @@ def sandbox_command(run_dir: Path, limits: Limits, results_fd: int | None, argv:
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "HOME": home, "USER": "learner", "LOGNAME": "learner", "LANG": "C.UTF-8", "TZ": "UTC",
         "PYTHONPATH": str(package_parent),
+        # the kernel's connection file and unix sockets (coursekit/kernels.py): harness and kernel both see this tmpfs
         "JUPYTER_RUNTIME_DIR": f"{home}/.jupyter-runtime", "IPYTHONDIR": f"{home}/.ipython",
         "MPLCONFIGDIR": f"{home}/.matplotlib", "XDG_CACHE_HOME": f"{home}/.cache",
         "MALLOC_ARENA_MAX": "2",  # glibc's per-thread 64 MB arenas would eat the address-space limit

@@ -189,7 +189,10 @@ def test_hint_in_the_notebook_uses_the_checks_run_in_its_kernel(tiny):
     # before any check ran, only the notebook's path (its metadata) can say which exercise this is
     notebook.cells.insert(2, nbformat.v4.new_code_cell("hint()"))
     notebook.cells += [nbformat.v4.new_code_cell("hint()"), nbformat.v4.new_code_cell("hint()")]
+    from coursekit.kernels import AsyncUnixSocketKernelManager
+
     client = NotebookClient(notebook, timeout=60, allow_errors=True, kernel_name="python3",
+                            kernel_manager_class=AsyncUnixSocketKernelManager,
                             resources={"metadata": {"path": str(exercise.parent)}})
     client.execute(env={**os.environ, "PYTHONPATH": str(ROOT), "JPY_SESSION_NAME": str(exercise)})
     early, first, second = ("".join(o.get("text", "") for o in cell.outputs) for cell in (notebook.cells[2], *notebook.cells[-2:]))

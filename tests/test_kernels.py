@@ -1,0 +1,92 @@
+"""The suite's and coursekit's kernels listen on unix sockets, not TCP ports (coursekit/kernels.py).
+
+A TCP kernel's ports are chosen as ephemeral ports and bound later: under a busy run an outgoing
+connection took one (`ZMQError: Address already in use` at kernel start). Each kernel starter is
+asked here, from inside the kernel it started, what the kernel listens on.
+"""
+
+import os
+import stat
+
+from coursekit.corpus import CorpusRun
+from coursekit.kernels import SOCKET_PATH_MAX, AsyncUnixSocketKernelManager, UnixSocketKernelManager
+from coursekit.runner import execute
+from tests.conftest import write_notebook
+
+CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+# Run inside a kernel: what its own connection file says, and that its five sockets are unix sockets.
+IN_THE_KERNEL = f"""
+import json, os, stat
+from ipykernel.connect import get_connection_info
+
+info = get_connection_info(unpack=True)
+assert info["transport"] == "ipc", f"the kernel listens on {{info['transport']}}://{{info['ip']}}"
+sockets = [f"{{info['ip']}}-{{info[name]}}" for name in {CHANNELS!r}]
+assert all(stat.S_ISSOCK(os.stat(path).st_mode) for path in sockets), sockets
+print(json.dumps(info["ip"]))
+"""
+
+
+def unix_sockets(info: dict) -> list[str]:
+    return [f"{info['ip']}-{info[name]}" for name in CHANNELS]
+
+
+def test_nbvals_kernel_listens_on_unix_sockets_next_to_its_connection_file(tmp_path):
+    """nbval's own kernel start (RunningKernel, as its plugin calls it): the root conftest's manager."""
+    from jupyter_core.paths import jupyter_runtime_dir
+    from nbval.kernel import RunningKernel
+
+    kernel = RunningKernel("python3", cwd=str(tmp_path))
+    connection_file = kernel.km.connection_file  # stop() drops the manager
+    try:
+        info = kernel.km.get_connection_info()
+        assert (info["transport"], type(kernel.km)) == ("ipc", UnixSocketKernelManager)
+        # absolute, in the runtime folder: jupyter_client's default names `kernel-ipc-N` relative to
+        # each process's own working folder, and the kernel's (tmp_path) is not the manager's
+        assert os.path.dirname(info["ip"]) == jupyter_runtime_dir()
+        sockets = unix_sockets(info)
+        assert all(stat.S_ISSOCK(os.stat(path).st_mode) for path in sockets), sockets
+        reply = kernel.kc.execute_interactive(IN_THE_KERNEL, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kernel.stop()
+    assert not any(os.path.exists(path) for path in [*sockets, connection_file]), "left behind"
+
+
+def test_course_checks_kernel_listens_on_unix_sockets(tmp_path):
+    """coursekit.runner.execute: `course check`, `course grade` (its harness, in or out of the sandbox)."""
+    notebook = write_notebook(tmp_path / "probe.ipynb", [("code", IN_THE_KERNEL)])
+    [result] = execute(notebook, cell_timeout=60)
+    assert result.cell_errors == []
+
+
+def test_corpus_kernel_listens_on_unix_sockets(tmp_path):
+    """coursekit.corpus.CorpusRun: it refuses a solution whose cells before the checks raise."""
+    checks = "%%ipytest\n\ndef test_nothing():\n    assert True"
+    solution = write_notebook(tmp_path / "solutions" / "01_x.ipynb", [
+        ("code", "import pytest\nfrom coursekit import setup_checks\nsetup_checks()"),
+        ("code", IN_THE_KERNEL), ("code", checks)])
+    with CorpusRun(solution) as run:
+        assert run.check_ids == ["test_nothing"]
+
+
+def test_a_runtime_folder_too_deep_for_a_socket_path_keeps_tcp(tmp_path, monkeypatch):
+    """sockaddr_un holds about 104 bytes: the kernel would die binding a longer path."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    near, other = AsyncUnixSocketKernelManager(), AsyncUnixSocketKernelManager()
+    assert (near.transport, other.transport) == ("ipc", "ipc")
+    assert near.ip != other.ip  # each kernel its own sockets
+    deep = tmp_path / ("d" * (SOCKET_PATH_MAX - len(str(tmp_path))))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(deep))
+    far = UnixSocketKernelManager()
+    assert (far.transport, far.ip) == ("tcp", "127.0.0.1")
+    assert far.connection_file.startswith(str(deep))
+
+
+def test_jupyter_clients_default_names_ipc_sockets_relative_to_the_working_folder():
+    """Why coursekit names the connection file itself: the library's ipc default is not absolute."""
+    from jupyter_client.manager import KernelManager
+
+    assert KernelManager(transport="ipc").ip == "kernel-ipc"
+

@@ -40,7 +40,9 @@ the notebook from the cell calling `service_under_test(` (which imports the pack
 One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
 holding its regions (entry code in place) and every following cell up to the last check cell,
 with only the named check for a wrong answer (check cells above the replaced regions run after
-them); the original cells are re-executed after it.
+them). A wrong answer whose check comes after its regions stops at the cell holding that check:
+cells after it cannot change what the check reported. The original cells are re-executed lazily,
+before an entry that needs them (see CorpusRun._stale_from).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from pathlib import Path
 from coursekit.build import BEGIN, END
 from coursekit.checks import REPORT_ENV
 from coursekit.manifest import CourseError, Lesson, lessons
-from coursekit.runner import _first_error, _is_check_cell, _source, notebook_check_ids, read_notebook
+from coursekit.runner import _first_error, _is_check_cell, _source, check_ids, notebook_check_ids, read_notebook
 
 CORPUS_DIR = Path("tests") / "corpus"
 NO_MESSAGE = "an assert failed (it has no message)"
@@ -207,6 +209,22 @@ def only_check(cell_source: str, check_id: str) -> str:
     return f"{first} -k {check_id}\n{rest}"
 
 
+def _code_cell(source: str):
+    """nbformat.v4.new_code_cell without its JSON-schema validation (a few ms per cell, thousands of
+    cells per corpus): a code cell made of a str source is valid."""
+    from nbformat import NotebookNode
+
+    return NotebookNode(cell_type="code", metadata=NotebookNode(), execution_count=None, source=source, outputs=[])
+
+
+# The kernel's options. Tracebacks in IPython's Minimal mode (the exception's type and message, no
+# frames): a wrong answer's check cell raises (ipytest's raise_on_error), and the default mode renders
+# every frame with its source highlighted by pygments, twice (shown and stored): 30-40 ms of the
+# kernel's CPU per wrong answer, about a tenth of its cost, for text no judge reads (they read the
+# checks' report, and a cell's error as its type and message: `_first_error`).
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:",
+                    "--InteractiveShell.xmode=Minimal")
+
 TIMED_OUT = "the cell did not finish: timed out or the kernel died"
 SERVICE_CALL = "service_under_test("  # the incident hunt's cell that picks (and imports) the service under test
 
@@ -226,13 +244,18 @@ class CorpusRun:
             raise CourseError(f"{solution}: has no check cells")
         self.last_check = self.check_cells[-1]
         self.check_ids = notebook_check_ids(self.notebook)
+        # each check cell's checks, parsed once (not once per entry: a check cell is a large parse)
+        self._checks_in = {i: check_ids(_source(cells[i]).lstrip()) for i in self.check_cells}
         self._tmp = tempfile.TemporaryDirectory(prefix="course-corpus-")
         self.report = Path(self._tmp.name) / "checks.jsonl"
         self._client = None
         self._kernel = None
-        # Cells from this index to the last check ran with an entry's code: the kernel holds that
-        # entry's definitions until they run again. Restored lazily: the next entry re-runs every
-        # cell from its own first region on, so only the cells above that need restoring.
+        # Cells from this index to the last check may have run with an entry's code: the kernel holds
+        # that entry's definitions until they run again. Restored lazily: the next entry re-runs the
+        # cells from its own first region on, so only the cells above that need restoring. A wrong
+        # answer that stopped at its check cell leaves the cells below it as they were (the solution's,
+        # or an earlier entry's, still marked stale from here): the next entry re-runs them, or they
+        # cannot reach its check, which runs before them; __exit__ restores whatever is left.
         self._stale_from: int | None = None
         self._stale_after = ""  # the entry that left them
         self._judged: dict[str, EntryResult] = {}  # right answers judged in a group (see judge)
@@ -249,7 +272,7 @@ class CorpusRun:
         self._nb = nbformat.reads(json.dumps(self.notebook), as_version=4)
         self._client = NotebookClient(
             self._nb, timeout=self.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-            record_timing=False, extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"],
+            record_timing=False, extra_arguments=[*KERNEL_ARGUMENTS],
             resources={"metadata": {"path": str(self.solution.parent.resolve())}},
         )
         env = {**os.environ, REPORT_ENV: str(self.report), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
@@ -292,14 +315,27 @@ class CorpusRun:
         if errors:
             raise CourseError(f"restoring the solution after {self._stale_after!r} failed: {errors[0]}")
 
-    def _checks_before(self, index: int) -> list[str]:
-        return notebook_check_ids({"cells": self.notebook["cells"][:index]})
+    def _cells_holding(self, check_id: str) -> list[int]:
+        return [index for index, ids in self._checks_in.items() if check_id in ids]
+
+    def _run_entry(self, entry: Entry, first: int, sources: dict[int, str]) -> list[str]:
+        """Run an entry whose first changed cell is `first`: the cells its check(s) need, in Run All order."""
+        if entry.kind == "wrong":
+            holding = self._cells_holding(entry.check)
+            if min(holding) >= first:
+                # Its check comes after the changed cells: stop at it. Later cells run after the check
+                # in Run All too, so they cannot change the result it has already reported.
+                return self._run(range(first, max(holding) + 1), sources, only=entry.check)
+            # its check cell comes before the regions: every cell the regions can reach runs first
+            errors = self._run(range(first, self.last_check + 1), sources, only=entry.check)
+            return errors + self._run(range(0, first), {}, only=entry.check, checks_only=True)
+        # a right answer: every check, those in cells above the replaced regions too
+        errors = self._run(range(first, self.last_check + 1), sources)
+        return errors + self._run(range(0, first), {}, checks_only=True)
 
     def _run(self, indexes: range, sources: dict[int, str], *, skip_checks: bool = False,
              only: str | None = None, checks_only: bool = False) -> list[str]:
         """Execute cells (with replaced sources); returns one line per cell that raised."""
-        import nbformat
-
         errors = []
         for index in indexes:
             original = self.notebook["cells"][index]  # not self._nb: nbclient keeps executed cells there
@@ -310,10 +346,10 @@ class CorpusRun:
                 continue
             source = sources.get(index, _source(original))
             if is_check and only is not None:
-                if only not in notebook_check_ids({"cells": [original]}):
+                if only not in self._checks_in[index]:
                     continue
                 source = only_check(source, only)
-            cell = nbformat.v4.new_code_cell(source)
+            cell = _code_cell(source)
             started = time.monotonic()
             try:
                 self._client.execute_cell(cell, index)
@@ -369,13 +405,11 @@ class CorpusRun:
         return folder
 
     def _set_service(self, folder: Path | None) -> None:
-        import nbformat
-
         from coursekit.hunt import HUNT_SERVICE_ENV
 
         code = (f"import os as _os; _os.environ[{HUNT_SERVICE_ENV!r}] = {str(folder)!r}" if folder is not None
                 else f"import os as _os; _os.environ.pop({HUNT_SERVICE_ENV!r}, None)")
-        self._client.execute_cell(nbformat.v4.new_code_cell(code), 0)
+        self._client.execute_cell(_code_cell(code), 0)
 
     def _try_entry(self, entry: Entry) -> EntryResult:
         if entry.patches:
@@ -391,13 +425,7 @@ class CorpusRun:
         self._restore(first)  # what an earlier entry left above this one's regions
         offset = self.report.stat().st_size if self.report.exists() else 0
         self._stale_from, self._stale_after = first, entry.id
-        if entry.kind == "wrong":
-            errors = self._run(range(first, self.last_check + 1), sources, only=entry.check)
-            if entry.check in self._checks_before(first):  # its check cell comes before the regions
-                errors += self._run(range(0, first), {}, only=entry.check, checks_only=True)
-        else:  # every check, those in cells above the replaced regions too
-            errors = self._run(range(first, self.last_check + 1), sources)
-            errors += self._run(range(0, first), {}, checks_only=True)
+        errors = self._run_entry(entry, first, sources)
         checks = self._recorded(offset)
         seconds = time.monotonic() - started
         ok, summary = (_judge_wrong if entry.kind == "wrong" else _judge_right)(entry, checks, self.check_ids, errors)
@@ -418,13 +446,7 @@ class CorpusRun:
         self._stale_from, self._stale_after = first, entry.id
         self._set_service(folder)
         try:
-            if entry.kind == "wrong":
-                errors = self._run(range(first, self.last_check + 1), {}, only=entry.check)
-                if entry.check in self._checks_before(first):
-                    errors += self._run(range(0, first), {}, only=entry.check, checks_only=True)
-            else:
-                errors = self._run(range(first, self.last_check + 1), {})
-                errors += self._run(range(0, first), {}, checks_only=True)
+            errors = self._run_entry(entry, first, {})
         finally:
             self._set_service(None)  # the stale cells run again against the real service
         checks = self._recorded(offset)

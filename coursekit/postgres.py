@@ -74,11 +74,51 @@ class Database:
             raise RuntimeError(f"only an embedded server started here can be restarted (this one: {self.source})")
         self.server_pid = self._restart(down_seconds)
 
+    def server_cpu_seconds(self) -> float | None:
+        """CPU seconds the embedded server has used so far (user + system), or None for a server not
+        started here (`DATABASE_URL` may be another machine; SQLite runs inside this process).
+
+        PostgreSQL is a process per connection: the postmaster, its running processes (backends,
+        checkpointer, ...) and those that have exited, a backend per closed connection, which the
+        postmaster has reaped. Running processes are read from Linux's per-task counter in nanoseconds
+        (`/proc/<pid>/schedstat`), reaped ones from the postmaster's children times (clock ticks:
+        their sum is off by less than 10 ms). A difference of two readings is the server's work in
+        between, however busy the machine is.
+        """
+        if self.server_pid is None:
+            return None
+        import psutil
+
+        postmaster = psutil.Process(self.server_pid)
+        times = postmaster.cpu_times()
+        total = times.children_user + times.children_system
+        for process in [postmaster, *postmaster.children(recursive=True)]:
+            total += _process_cpu_seconds(process)
+        return total
+
     def stop(self) -> None:
         """Stop the server this object started (if any) and delete its files. Idempotent."""
         stop, self._stop = self._stop, None
         if stop is not None:
             stop()
+
+
+def _process_cpu_seconds(process) -> float:
+    """A running process's CPU seconds: nanoseconds from /proc on Linux, psutil's times elsewhere; 0 once gone
+    (a process that ends between the listing and the read is counted with the reaped ones)."""
+    import psutil
+
+    try:
+        with open(f"/proc/{process.pid}/schedstat", encoding="ascii") as stats:  # a single-threaded process
+            return int(stats.read().split()[0]) / 1e9
+    except FileNotFoundError:
+        if os.path.exists("/proc/self/schedstat"):
+            return 0.0  # Linux, and the process has gone
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
 
 
 def async_url(url: str) -> str:
@@ -318,7 +358,7 @@ def _sqlite_fallback(reason: str) -> Database:
 
 
 async def start_database(
-    *, embedded: bool = True, timeout: float = 5.0, settings: dict[str, str] | None = None, from_env: bool = True
+    *, embedded: bool = True, timeout: float = 30.0, settings: dict[str, str] | None = None, from_env: bool = True
 ) -> Database:
     """A database for the notebook: DATABASE_URL, else an embedded PostgreSQL, else SQLite.
 

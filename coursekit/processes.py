@@ -9,6 +9,7 @@ about what survives a crash needs real processes:
 
     with serve_in_process(app) as server:               # uvicorn in a child process
         httpx.post(f"{server.url}/signup", ...)
+        server.loop_cpu_seconds()                       # CPU time of its event-loop thread so far
         server.kill()
 
 The child is a fork of the notebook's kernel, so a function or app defined in a cell runs in
@@ -216,6 +217,28 @@ class ServerProcess:
     def kill(self) -> int | None:
         return self.process.kill()
 
+    def loop_cpu_seconds(self) -> float:
+        """CPU seconds the server's event-loop thread has used so far (user + system).
+
+        uvicorn runs in the child's main thread, whose thread id is the child's pid. Linux counts
+        each thread's CPU time in nanoseconds (`/proc/<pid>/task/<tid>/schedstat`, first field, the
+        clock `time.thread_time()` reads for the calling thread). A difference of two readings is
+        what the server itself spent, however busy the machine is (wall time would also count the
+        other processes the scheduler ran meanwhile). Elsewhere (macOS), psutil's CPU time of the
+        whole process: coarser, and it also counts the child's other threads.
+        """
+        pid = self.process.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/schedstat", encoding="ascii") as stats:
+                return int(stats.read().split()[0]) / 1e9
+        except FileNotFoundError:
+            if self.process.alive and not os.path.exists("/proc/self/task"):
+                import psutil
+
+                times = psutil.Process(pid).cpu_times()
+                return times.user + times.system
+            raise RuntimeError(f"the server process {pid} has exited: no CPU time to read") from None
+
 
 def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
     import uvicorn
@@ -225,7 +248,7 @@ def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
 
 
 @contextmanager
-def serve_in_process(app: Any, *, log_level: str = "warning", startup_timeout: float = 10.0) -> Iterator[ServerProcess]:
+def serve_in_process(app: Any, *, log_level: str = "warning", startup_timeout: float = 60.0) -> Iterator[ServerProcess]:
     """Serve `app` with uvicorn in a forked child process on a free port of 127.0.0.1.
 
     The socket is bound and listening before the fork, so the port is known at once; the

@@ -74,7 +74,7 @@ def run_server(
     *,
     host: str = "127.0.0.1",
     log_level: str = "warning",
-    startup_timeout: float = 10.0,
+    startup_timeout: float = 60.0,
     shutdown_timeout: float = 5.0,
     **config_kwargs: Any,
 ) -> Iterator[RunningServer]:

@@ -30,6 +30,23 @@ def ns() -> dict[str, Any]:
     return solution_namespace("02")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def patrons_hashed_cheaply(ns):
+    """The same patrons and passwords hashed with cheap argon2 parameters, as test suites seed their users
+    (lesson 09): these tests need logins, not their cost (the exercise's check of the cost keeps the real one)."""
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    quick = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1),))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(ns, "PATRONS", {
+            name: patron.model_copy(update={"hashed_password": quick.hash(ns["PASSWORDS"][name])})
+            for name, patron in ns["PATRONS"].items()
+        })
+        patch.setitem(ns, "DUMMY_HASH", quick.hash(secrets.token_urlsafe(16)))
+        yield
+
+
 @pytest.fixture(scope="module")
 def settings(ns):
     return ns["Settings"](signing_key=secrets.token_urlsafe(64))  # 64 bytes: HS512 signs without a warning

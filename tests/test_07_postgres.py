@@ -125,6 +125,26 @@ def test_fallback_when_the_embedded_server_is_off(no_database_url):
     assert db.url.startswith("sqlite+aiosqlite:///") and "turned off" in db.reason
 
 
+def test_server_cpu_seconds_counts_the_backends_of_closed_connections(shared_server: Database):
+    """Database.server_cpu_seconds: a connection's backend, once closed and reaped, still counts (lesson 07, section 5)."""
+    import asyncpg
+
+    async def connect_and_close(n: int) -> None:
+        for _ in range(n):
+            conn = await asyncpg.connect(shared_server.url.replace("postgresql+asyncpg", "postgresql"))
+            await conn.fetchval("select count(*) from generate_series(1, 200000)")  # some work in the backend
+            await conn.close()
+
+    idle_before = shared_server.server_cpu_seconds()
+    run(asyncio.sleep(0.3))
+    idle = shared_server.server_cpu_seconds() - idle_before
+    before = shared_server.server_cpu_seconds()
+    run(connect_and_close(10))  # an ended backend counts, running, a zombie or reaped
+    busy = shared_server.server_cpu_seconds() - before
+    assert idle < 0.05 < busy, (idle, busy)
+    assert Database(url="postgresql+asyncpg://u@h/db", source="DATABASE_URL").server_cpu_seconds() is None
+
+
 def test_restart_cuts_every_connection_and_keeps_the_url_and_the_data(shared_server: Database):
     """Database.restart: a fast stop, an outage, a start on the same data and socket (the capstone's fault tests)."""
     from sqlalchemy import text

@@ -292,6 +292,28 @@ def test_serve_in_process_serves_the_app_until_killed():
             httpx.get(f"{server.url}/pid", timeout=1)
 
 
+def test_loop_cpu_seconds_counts_the_servers_work_not_idle_time():
+    app = FastAPI()
+
+    @app.get("/spin")
+    async def spin() -> None:  # on the event loop's thread: 0.2 s of CPU
+        started = time.thread_time()
+        while time.thread_time() - started < 0.2:
+            pass
+
+    with serve_in_process(app) as server:
+        before = server.loop_cpu_seconds()
+        time.sleep(0.3)  # idle: the loop waits in epoll
+        idle = server.loop_cpu_seconds() - before
+        httpx.get(f"{server.url}/spin", timeout=30)
+        busy = server.loop_cpu_seconds() - before - idle
+        assert idle < 0.05, idle
+        assert 0.2 <= busy < 0.4, busy
+        server.kill()
+        with pytest.raises(RuntimeError, match="has exited"):
+            server.loop_cpu_seconds()
+
+
 def _running(pid: int) -> bool:
     """Whether the process runs (a zombie waiting for its new parent to reap it has ended)."""
     try:

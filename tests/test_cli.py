@@ -163,7 +163,10 @@ def test_grade_a_folder_of_submissions(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = {Path(r["notebook"]).name: r for r in csv.DictReader(out.open())}
     assert rows["carol.ipynb"]["problem"].startswith("cannot tell which lesson")  # no metadata, no NN_ name
-    forced = course("grade", str(submissions), "--lesson", "00")
+    only_carol = tmp_path / "carol"  # --lesson applies to every notebook of the folder: carol's alone is graded again
+    only_carol.mkdir()
+    shutil.copy(submissions / "carol.ipynb", only_carol / "carol.ipynb")
+    forced = course("grade", str(only_carol), "--lesson", "00")
     assert "carol.ipynb: 2/2 checks passed" in forced.stdout
     assert rows["ada-00_start_here.ipynb"]["passed"] == "2" and rows["ada-00_start_here.ipynb"]["total"] == "2"
     assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"

@@ -193,3 +193,67 @@ def test_a_right_answer_that_timed_out_in_a_kernel_earlier_entries_left_is_judge
         # a wrong answer gets no second chance: one that times out is judged as it ran
         hung = run.try_entry(wrong("test_value", "import time\ntime.sleep(60)\nreturn 2", name="value", message="expected 1"))
         assert not hung.ok and "did not finish" in hung.summary, hung.summary
+
+
+# Two check cells with a counting cell between them: a wrong answer whose check is in the first one
+# stops there (the cells after a check cannot change what it reported); one whose check is in the
+# last one runs every cell up to it, the first check cell left out.
+STOP_CELLS = [
+    ("code", SETUP),
+    ("code", "def value():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"),
+    ("code", "%%ipytest\n\ndef test_value():\n    assert value() == 1, f'value() gave {value()}, expected 1'"),
+    ("code", "cells_after_the_first_check = globals().get('cells_after_the_first_check', 0) + 1"),
+    ("code", "def later():\n    ### BEGIN SOLUTION\n    return 2 * value()\n    ### END SOLUTION"),
+    ("code", "%%ipytest\n\ndef test_later():\n    assert later() == 2, f'later() gave {later()}, expected 2'"),
+]
+
+
+def kernel_value(run, expression):
+    from coursekit.corpus import _code_cell
+
+    cell = _code_cell(f"print(repr({expression}))")
+    run._client.execute_cell(cell, 0)
+    return "".join(output.get("text", "") for output in cell.outputs).strip()
+
+
+def test_a_wrong_answer_stops_at_the_cell_holding_its_check_and_that_check_runs(tmp_path):
+    path = write_notebook(tmp_path / "solutions" / "04_x.ipynb", STOP_CELLS)
+    with CorpusRun(path) as run:
+        assert kernel_value(run, "cells_after_the_first_check") == "1"  # the solution's run
+        early = run.try_entry(wrong("test_value", "return 5", name="value", message="expected 1"))
+        assert early.ok, early.summary
+        assert early.checks == {"test_value": ("failed", "value() gave 5, expected 1")}
+        assert kernel_value(run, "cells_after_the_first_check") == "1"  # stopped at its check's cell
+        # its check in the last cell: every cell up to it runs, with only that check
+        late = run.try_entry(wrong("test_later", "return 5", name="value", message="later() gave 10"))
+        assert late.ok and list(late.checks) == ["test_later"], late.summary
+        assert kernel_value(run, "cells_after_the_first_check") == "2"
+        # the answer left value() returning 5 above this right answer's region: restored before it
+        assert run.try_entry(right(later="return value() + 1")).ok
+        assert kernel_value(run, "value()") == "1"
+
+
+def test_a_wrong_answer_stopped_at_its_check_leaves_nothing_to_the_entries_after_it(tmp_path):
+    # An entry in a lower cell, then one that stops above it: the lower cell still holds the first
+    # entry's code (stale), and an entry that needs the solution there gets it back.
+    path = write_notebook(tmp_path / "solutions" / "05_x.ipynb", STOP_CELLS)
+    with CorpusRun(path) as run:
+        assert run.try_entry(wrong("test_later", "return 3", name="later", message="later() gave 3")).ok
+        assert run.try_entry(wrong("test_value", "return 7", name="value", message="value() gave 7")).ok
+        assert kernel_value(run, "later()") == "3"  # not re-run: below the second entry's check
+        judged = run.try_entry(Entry("right", "r", {"value": "return 2 - 1"}, "a reason"))
+        assert judged.ok and sorted(judged.checks) == ["test_later", "test_value"], judged.summary
+        assert kernel_value(run, "later()") == "2"
+
+
+def test_a_cell_error_is_named_by_its_type_and_message_with_tracebacks_in_minimal_mode(run):
+    # The corpus kernel renders tracebacks without frames (KERNEL_ARGUMENTS): an error is still
+    # reported as its type and message, the only parts of it the judges read.
+    try:
+        errors = run._run(range(1, 2), {1: "def helper():\n    return 1 / 0\n\nhelper()"}, skip_checks=True)
+        assert errors == ["cell 2: ZeroDivisionError: division by zero"]
+        assert kernel_value(run, "get_ipython().InteractiveTB.mode") == "'Minimal'"
+    finally:
+        assert run._run(range(1, 2), {}, skip_checks=True) == []  # the solution's cell again
+    result = run.try_entry(wrong("test_double", "return x.upper()"))
+    assert "reported error" in result.summary and "AttributeError" in result.summary, result.summary

@@ -166,9 +166,10 @@ def test_percentile_interpolates_as_numpy_does():
         asyncio.run(loadtest.run_load("http://127.0.0.1:9", seconds=None, requests=None))
 
 
+@pytest.mark.usefixtures("service")  # it migrated the database: no second alembic run (~1 s of CPU) below
 def test_everything_stops_when_the_block_raises_and_terminate_is_graceful(database):
     with pytest.raises(RuntimeError, match="the block failed"):
-        with deploy_service(database.url, web_workers=2) as service:
+        with deploy_service(database.url, web_workers=2, migrate=False) as service:
             workers = service.web_worker_pids()
             pids = [service.uvicorn_pid, service.worker_pid, *workers]
             logs = service.web.log_path.parent
@@ -190,12 +191,13 @@ def test_a_failing_step_is_one_clear_error_and_leaves_nothing(database):
     assert left == [], "no process of the failed deployment is left"
 
 
+@pytest.mark.usefixtures("service")  # it migrated the database: no second alembic run below
 def test_no_process_outlives_a_killed_kernel(database):
     # A "kernel" that deploys the service, then is SIGKILLed: no block is left, nothing runs its finally.
     kernel = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import json, time
         from coursekit.deploy import deploy_service
-        with deploy_service({database.url!r}, web_workers=2) as service:
+        with deploy_service({database.url!r}, web_workers=2, migrate=False) as service:
             print(json.dumps([str(service.web.log_path.parent), service.port, service.uvicorn_pid, service.worker_pid,
                               *service.web_worker_pids()]), flush=True)
             time.sleep(120)

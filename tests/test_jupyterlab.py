@@ -38,9 +38,20 @@ def served_port(server: subprocess.Popen, runtime_dir: Path, seconds: float = 12
         time.sleep(0.25)
 
 
-def first_answer(server: subprocess.Popen, ask, seconds: float = 60):
-    """`ask()` (an HTTP request to the JupyterLab `server` is starting), retried until it gets through."""
+def first_answer(server: subprocess.Popen, ask, seconds: float = 60, port: int | None = None):
+    """`ask()` (an HTTP request to the JupyterLab `server` is starting), retried until it gets through.
+
+    With `port`, a bare TCP connect waits for JupyterLab to listen first: each failed `httpx.get` built a
+    client and its SSL context (~25 ms of CPU), four times a second for as long as JupyterLab took to start.
+    """
     deadline = time.monotonic() + seconds
+    while port is not None:
+        assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert time.monotonic() < deadline, f"JupyterLab did not listen on its port within {seconds:g} s"
+        time.sleep(0.25)
     while True:
         assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
         try:
@@ -73,7 +84,7 @@ def test_jupyterlab_serves_the_start_notebook(tmp_path):
         port = served_port(server, tmp_path / "runtime")
         base = f"http://127.0.0.1:{port}"
         response = first_answer(server, lambda: httpx.get(f"{base}/api/contents/notebooks/00_start_here.ipynb",
-                                                          headers={"Authorization": f"token {token}"}, timeout=5))
+                                                          headers={"Authorization": f"token {token}"}, timeout=5), port=port)
         assert response.status_code == 200, response.text
         notebook = response.json()
         assert notebook["type"] == "notebook" and notebook["name"] == "00_start_here.ipynb"

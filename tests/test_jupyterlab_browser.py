@@ -132,7 +132,7 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
     try:
         base = f"http://127.0.0.1:{served_port(server, tmp_path / 'runtime')}"  # port 0: see served_port
         contents = first_answer(server, lambda: httpx.get(f"{base}/api/contents",
-                                                          headers={"Authorization": f"token {token}"}, timeout=5))
+                                                          headers={"Authorization": f"token {token}"}, timeout=5), port=port)
         assert {"course.toml", "notebooks"} <= {item["name"] for item in contents.json()["content"]}
 
         with chromium_page(viewport={"width": 1400, "height": 1000}) as page, _screenshot_on_failure(page):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -292,9 +293,10 @@ def app_13(ns, stack):
 
 def app_14(ns, stack):
     """The capstone service (capstone/taskservice): its own migrations, its own app factory, a real token."""
-    import os
-    import subprocess
     import sys
+
+    from alembic import command
+    from alembic.config import Config
 
     from coursekit.deploy import free_port, new_private_key_pem
 
@@ -305,15 +307,14 @@ def app_14(ns, stack):
     from taskservice.main import create_app
     from taskservice.settings import Settings
 
-    env = {name: value for name, value in os.environ.items() if not name.startswith("TASKSERVICE_")}
-    env.update(PYTHONPATH=os.pathsep.join([capstone, str(ROOT)]), TASKSERVICE_DATABASE_URL=ns["db"].url,
-               TASKSERVICE_JWT_PRIVATE_KEY=new_private_key_pem())
-    subprocess.run([sys.executable, "-m", "alembic", "-c", "capstone/alembic.ini", "upgrade", "head"], cwd=ROOT,
-                   env=env, check=True, capture_output=True, timeout=60)
+    # Migrated in this process, as capstone/tests/conftest.py does (a subprocess cost ~2 s of CPU: Python,
+    # SQLAlchemy and the package imported again); env.py runs its own event loop: none is running here.
+    migrations = Config(str(ROOT / "capstone" / "alembic.ini"))
+    migrations.set_main_option("sqlalchemy.url", ns["db"].url.replace("%", "%%"))
+    command.upgrade(migrations, "head")
     # No job worker runs: the welcome mails are only queued (the contract is the web app's). The SMTP
     # port is one nobody listens on, should anything try to send from the web process.
-    settings = Settings(database_url=env["TASKSERVICE_DATABASE_URL"], jwt_private_key=env["TASKSERVICE_JWT_PRIVATE_KEY"],
-                        smtp_port=free_port())
+    settings = Settings(database_url=ns["db"].url, jwt_private_key=new_private_key_pem(), smtp_port=free_port())
 
     def login(url: str) -> dict[str, str]:
         import httpx
@@ -419,3 +420,9 @@ def test_the_run_reports_each_kind_of_broken_promise():
     assert {("status_code_conformance", "GET /items/{item_id}"), ("not_a_server_error", "GET /count"),
             ("positive_data_acceptance", "PATCH /items/{item_id}")} <= outcome.broken, outcome.failures
     assert any("ResponseValidationError" in failure for failure in outcome.failures)  # the app's exception, named
+    # imported as installed, not re-compiled by pytest's assertion rewriting (coursekit/pytest_startup.py: ~3.5 s of CPU)
+    from _pytest.assertion.rewrite import AssertionRewritingHook
+
+    rewritten = [name for name in ("schemathesis.specs.openapi.schemas", "hypothesis.core")
+                 if isinstance(sys.modules[name].__loader__, AssertionRewritingHook)]
+    assert not rewritten, f"pytest rewrote {rewritten}: coursekit.pytest_startup no longer unmarks blocked plugins"

@@ -130,7 +130,8 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     server = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        base = f"http://127.0.0.1:{served_port(server, tmp_path / 'runtime')}"  # port 0: see served_port
+        port = served_port(server, tmp_path / "runtime")  # port 0: see served_port
+        base = f"http://127.0.0.1:{port}"
         contents = first_answer(server, lambda: httpx.get(f"{base}/api/contents",
                                                           headers={"Authorization": f"token {token}"}, timeout=5), port=port)
         assert {"course.toml", "notebooks"} <= {item["name"] for item in contents.json()["content"]}

@@ -94,13 +94,18 @@ def test_starlette_testclient_asks_for_httpx2():
     import importlib
     import sys
 
+    import starlette
+
     saved = sys.modules.pop("starlette.testclient")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             importlib.import_module("starlette.testclient")
     finally:
+        # the import also set the package's attribute to the second module: both restored, or a later test on
+        # this worker gets two TestClient classes (`starlette.testclient.TestClient` is not fastapi's)
         sys.modules["starlette.testclient"] = saved
+        starlette.testclient = saved
     assert any("install `httpx2` instead" in str(w.message) for w in caught), [str(w.message) for w in caught]
 
 

@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,14 +34,15 @@ class JWKSServer:
         self.body = b'{"keys": []}'
         self.status = 200
         self.fetches = 0
-        self.delay_s = 0.0
+        self.delay_s = 0.0  # how long an answer is held at most: `released` (set when the server stops) ends it early
+        self.released = threading.Event()
         self.reset_mid_body = False  # send the headers and half a body, then drop the connection
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 owner.fetches += 1
-                time.sleep(owner.delay_s)
+                owner.released.wait(owner.delay_s)
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
                 if owner.reset_mid_body:
@@ -73,8 +75,32 @@ def jwks_server() -> Iterator[JWKSServer]:
     try:
         yield server
     finally:
+        server.released.set()  # an answer still held (a client that timed out) is not waited for
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+class FakeMonotonic:
+    """PyJWT's clock (`time.monotonic` in jwks_client, api_jwk and jwk_set_cache), moved only by the test.
+
+    The cooldown and the cache lifespan are then asserted by logic, not by a race against the wall clock:
+    under four loaded CI workers, a 0.5 s cooldown could end between two calls meant to fall within it.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import jwt.api_jwk
+        import jwt.jwk_set_cache
+        import jwt.jwks_client
+
+        self.now = 1_000.0
+        clock = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+        clock.monotonic = lambda: self.now
+        for module in (jwt.jwks_client, jwt.api_jwk, jwt.jwk_set_cache):
+            assert module.time is time, f"{module.__name__} no longer reads the clock as `time.monotonic()`"
+            monkeypatch.setattr(module, "time", clock)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def test_pyjwk_infers_the_algorithm_from_okp_and_ec_keys():
@@ -132,12 +158,14 @@ def test_a_connection_dropped_mid_body_is_an_oserror_not_a_pyjwterror():
 
 
 def test_a_jwks_slower_than_the_timeout_is_a_pyjwkclient_connection_error():
+    # The answer is held 20 s (200 times the client's timeout, under PyJWT's default of 30 s): an error
+    # before it can only be the 0.1 s timeout. No wall-clock bound (CI once had one: a loaded machine
+    # can take longer than 0.45 s to raise it).
     with jwks_server() as server:
-        server.delay_s = 0.5
-        started = time.perf_counter()
-        with pytest.raises(jwt.PyJWKClientConnectionError):
+        server.delay_s = 20
+        with pytest.raises(jwt.PyJWKClientConnectionError, match="timed out"):
             jwt.PyJWKClient(server.url, timeout=0.1).get_signing_key("any")
-        assert time.perf_counter() - started < 0.45
+        assert server.fetches == 1 and not server.released.is_set()  # the request arrived; it was never answered
 
 
 def test_connection_refused_is_a_pyjwkclient_connection_error():
@@ -147,8 +175,9 @@ def test_connection_refused_is_a_pyjwkclient_connection_error():
         jwt.PyJWKClient(url, timeout=2).get_signing_key("any")
 
 
-def test_the_jwks_is_cached_and_unknown_kids_refetch_once_per_cooldown():
+def test_the_jwks_is_cached_and_unknown_kids_refetch_once_per_cooldown(monkeypatch):
     key = ed25519.Ed25519PrivateKey.generate()
+    clock = FakeMonotonic(monkeypatch)
     with jwks_server() as server:
         server.publish(("k1", key))
         client = jwt.PyJWKClient(server.url, cooldown_duration=0.5)
@@ -158,7 +187,7 @@ def test_the_jwks_is_cached_and_unknown_kids_refetch_once_per_cooldown():
         with pytest.raises(jwt.PyJWKClientError):  # within the cooldown of the first fetch: no refetch
             client.get_signing_key("k2")
         assert server.fetches == 1
-        time.sleep(0.55)
+        clock.advance(0.55)
         server.publish(("k1", key), ("k2", ed25519.Ed25519PrivateKey.generate()))
         assert client.get_signing_key("k2").key_id == "k2"  # one forced refetch
         assert server.fetches == 2

@@ -153,8 +153,11 @@ def test_retry_executor_backs_off_exponentially_and_runs_max_attempts_plus_one_t
     assert [run(outcome(n)) for n in range(3)] == [timedelta(seconds=0.1), timedelta(seconds=0.2), "raised"]
 
 
-async def run_worker_until(dsn: str, register, done, heartbeat_timeout: timedelta, timeout: float = 8.0) -> None:
-    """An in-process QueueManager until `done()` holds (or the timeout fails the test)."""
+async def run_worker_until(dsn: str, register, done, heartbeat_timeout: timedelta, timeout: float = 60.0) -> None:
+    """An in-process QueueManager until `done()` holds (or the timeout fails the test).
+
+    The timeout bounds a worker that never gets there; it was 8 s, a deadline a loaded CI machine can miss.
+    """
     connection = await asyncpg.connect(dsn)
     try:
         worker = QueueManager(Queries(AsyncpgDriver(connection)))
@@ -168,7 +171,7 @@ async def run_worker_until(dsn: str, register, done, heartbeat_timeout: timedelt
                 await asyncio.sleep(0.05)
         finally:
             worker.shutdown.set()
-            await asyncio.wait_for(task, 5)
+            await asyncio.wait_for(task, 30)
     finally:
         await connection.close()
 

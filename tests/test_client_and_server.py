@@ -59,8 +59,14 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def new_threads(before: set[threading.Thread]) -> set[threading.Thread]:
+    """Threads alive now that were not before. Not a count: a thread an earlier test on this xdist worker
+    left ending (a server's handler finishing its reply) would change the process's count mid-test."""
+    return set(threading.enumerate()) - before
+
+
 def test_run_server_serves_on_loopback_and_stops_cleanly():
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     events: list[str] = []
     with run_server(make_app(events)) as server:
         assert server.url == f"http://127.0.0.1:{server.port}"
@@ -68,16 +74,16 @@ def test_run_server_serves_on_loopback_and_stops_cleanly():
         assert _port_open(server.port)
     assert events == ["startup", "shutdown"]
     assert not _port_open(server.port), "the port is still open after the block"
-    assert threading.active_count() == threads_before, "the server thread leaked"
+    assert new_threads(threads_before) == set(), "the server thread leaked"
 
 
 def test_run_server_stops_when_the_body_raises():
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     with pytest.raises(ZeroDivisionError):
         with run_server(make_app()) as server:
             1 / 0
     assert not _port_open(server.port)
-    assert threading.active_count() == threads_before
+    assert new_threads(threads_before) == set()
 
 
 def test_run_server_records_app_errors_behind_a_500():
@@ -106,11 +112,11 @@ def test_run_server_reports_a_failing_startup():
         raise RuntimeError("database unreachable")
         yield
 
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     with pytest.raises(ServerStartError, match="did not start"):
         with run_server(FastAPI(lifespan=broken), startup_timeout=5):
             pass
-    assert threading.active_count() == threads_before
+    assert new_threads(threads_before) == set()
 
 
 def test_run_server_connections_have_tcp_nodelay():

@@ -45,7 +45,7 @@ def refuses(port: int) -> bool:
         return True
 
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
+def wait_until(condition, timeout: float = 30.0) -> bool:  # a bound on the wait only: CI runs on a loaded machine
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -94,7 +94,7 @@ def test_mail_server_keeps_messages_and_can_be_taken_down():
 
 def test_deployed_as_the_readme_says(service):
     assert service.url == f"http://127.0.0.1:{service.port}"
-    assert httpx.get(f"{service.url}/health/ready").status_code == 200
+    assert httpx.get(f"{service.url}/health/ready", timeout=60).status_code == 200  # not httpx's 5 s: CI is loaded
     assert len(service.web_worker_pids()) == 2, "uvicorn --workers 2: two worker processes under the master"
     assert alive(service.worker_pid), "the job worker runs as its own process"
     assert service.env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT / "capstone")
@@ -120,15 +120,16 @@ def test_migrations_were_applied_first(service):
 def test_a_signup_mail_arrives_through_the_job_worker_with_its_request_id(service, smtp):
     before = len(smtp.messages)
     response = httpx.post(f"{service.url}/auth/signup", json={"email": "deploy-test@example.com", "password": "a long passphrase"},
-                          headers={"X-Request-ID": "deploy-test-signup-1"})
+                          headers={"X-Request-ID": "deploy-test-signup-1"}, timeout=60)  # argon2 on a loaded machine: not 5 s
     assert response.status_code == 201, response.text
     assert response.headers["x-request-id"] == "deploy-test-signup-1"
     arrived = smtp.wait_for(before + 1, timeout=30)
     assert [m["To"] for m in arrived[before:]] == ["deploy-test@example.com"]
     assert wait_until(lambda: any("deploy-test-signup-1" in json.dumps(line) for line in service.log_lines("worker"))), \
         "the worker logs the mail job with the request id of the signup that queued it"
-    web_lines = service.log_lines("web")
-    assert any("deploy-test-signup-1" in json.dumps(line) for line in web_lines), "the access log line carries the request id"
+    # waited for too: a web worker writes its access line after the response's last byte (test_14 once read it first)
+    assert wait_until(lambda: any("deploy-test-signup-1" in json.dumps(line) for line in service.log_lines("web"))), \
+        "the access log line carries the request id"
 
 
 def test_loadtest_from_a_terminal_is_bounded_and_reports_every_operation(service, capsys):
@@ -206,9 +207,9 @@ def test_no_process_outlives_a_killed_kernel(database):
         assert len(pids) == 4, "the child deployed (master, job worker, 2 uvicorn workers)"
         kernel.send_signal(signal.SIGKILL)
         kernel.wait(10)
-        assert wait_until(lambda: not any(map(alive, pids)), timeout=15), [p for p in pids if alive(p)]
+        assert wait_until(lambda: not any(map(alive, pids)), timeout=60), [p for p in pids if alive(p)]
         assert refuses(port)
-        assert wait_until(lambda: not Path(logs).exists(), timeout=5), "the guardian deletes the captured logs too"
+        assert wait_until(lambda: not Path(logs).exists()), "the guardian deletes the captured logs too"
     finally:
         kernel.kill()
         kernel.wait()

@@ -4,6 +4,7 @@ Started as a learner starts it, `python3 start.py -- <options>`; stopping that p
 must stop JupyterLab too, not leave a server running behind it.
 """
 
+import json
 import os
 import secrets
 import socket
@@ -13,13 +14,28 @@ import time
 
 import httpx
 
+from pathlib import Path
+
 from tests.conftest import ROOT, import_start
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def served_port(server: subprocess.Popen, runtime_dir: Path, seconds: float = 120) -> int:
+    """The port of a JupyterLab started with `--ServerApp.port=0`, read from its runtime file.
+
+    Port 0: JupyterLab takes a port the OS picks as it binds. A free port chosen here first stayed free
+    only until another xdist worker's socket (a kernel's, a server's) took it during JupyterLab's
+    seconds of start-up, and `port_retries=0` then failed the test.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, f"JupyterLab exited: {server.stderr.read()[-2000:]}"
+        for info in runtime_dir.glob("jpserver-*.json"):
+            try:
+                return json.loads(info.read_text(encoding="utf-8"))["port"]
+            except (ValueError, KeyError):  # still being written
+                pass
+        assert time.monotonic() < deadline, f"JupyterLab wrote no runtime file within {seconds:g} s"
+        time.sleep(0.25)
 
 
 def first_answer(server: subprocess.Popen, ask, seconds: float = 60, port: int | None = None):
@@ -57,14 +73,15 @@ def stop(server: subprocess.Popen, seconds: float = 15) -> None:
 
 def test_jupyterlab_serves_the_start_notebook(tmp_path):
     start = import_start()
-    port, token = free_port(), secrets.token_hex(16)
-    options = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+    token = secrets.token_hex(16)
+    options = ["--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", "--ServerApp.port_retries=0",
                f"--IdentityProvider.token={token}"]
     assert start.jupyter_command(options)[1:5] == ["-m", "jupyter", "lab", "notebooks/00_start_here.ipynb"]
     command = [sys.executable, str(ROOT / "start.py"), "--", *options]
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
+        port = served_port(server, tmp_path / "runtime")
         base = f"http://127.0.0.1:{port}"
         response = first_answer(server, lambda: httpx.get(f"{base}/api/contents/notebooks/00_start_here.ipynb",
                                                           headers={"Authorization": f"token {token}"}, timeout=5), port=port)

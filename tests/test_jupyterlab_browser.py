@@ -26,7 +26,7 @@ import httpx
 
 from tests.browser import chromium_page, chromium_path, screenshot
 from tests.conftest import ROOT, import_start
-from tests.test_jupyterlab import first_answer, free_port, stop
+from tests.test_jupyterlab import first_answer, served_port, stop
 
 # JupyterLab's user settings for the run: every cell in the page (no windowing, so all can be read),
 # no autosave (nothing is written back), no update check or news (no network here).
@@ -119,8 +119,8 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values), encoding="utf-8")
     start = import_start()
-    port, token = free_port(), secrets.token_hex(16)
-    options = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+    token = secrets.token_hex(16)
+    options = ["--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", "--ServerApp.port_retries=0",
                f"--IdentityProvider.token={token}"]
     command = start.jupyter_command(options, python=sys.executable)
     # start.py serves the repository (root_dir); this run serves the copy (traitlets takes one value)
@@ -130,6 +130,7 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     server = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
+        port = served_port(server, tmp_path / "runtime")  # port 0: see served_port
         base = f"http://127.0.0.1:{port}"
         contents = first_answer(server, lambda: httpx.get(f"{base}/api/contents",
                                                           headers={"Authorization": f"token {token}"}, timeout=5), port=port)

@@ -25,7 +25,7 @@ import pytest
 
 from coursekit.workshop import binder_badge, hub_link, pull_link
 from tests.conftest import ROOT
-from tests.test_jupyterlab import first_answer, free_port, stop
+from tests.test_jupyterlab import first_answer, served_port, stop
 from tests.test_update import LEARNER_ENV, git
 
 README_REPO = "https://github.com/OWNER/fastapi-advanced-patterns"
@@ -113,22 +113,21 @@ def jupyterlab(tmp_path):
     """A learner's JupyterLab (a hub's single-user server): the course environment, an empty home."""
     home = tmp_path / "home"
     home.mkdir()
-    port, token = free_port(), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               "--ServerApp.port=0", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
                f"--ServerApp.root_dir={home}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     env = {**os.environ, **LEARNER_ENV, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
     server = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}/"
-    client = httpx.Client(base_url=base, headers={"Authorization": f"token {token}"}, timeout=30)
     try:
-        first_answer(server, lambda: client.get("api/status"))
-        yield base, client, home
+        base = f"http://127.0.0.1:{served_port(server, tmp_path / 'runtime')}/"  # port 0: see served_port
+        with httpx.Client(base_url=base, headers={"Authorization": f"token {token}"}, timeout=30) as client:
+            first_answer(server, lambda: client.get("api/status"))
+            yield base, client, home
     finally:
-        client.close()
         stop(server)
 
 

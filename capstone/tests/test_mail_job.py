@@ -33,7 +33,14 @@ class Mailbox:
 
 
 class LoopbackController(Controller):
-    """aiosmtpd on a free port of 127.0.0.1 (port=0), the port read back once it listens."""
+    """aiosmtpd on a free port of 127.0.0.1 (port=0), the port read back once it listens.
+
+    ready_timeout: aiosmtpd's default (5 s) for its thread to start and answer a probe is a deadline a
+    loaded CI machine can miss ("SMTP server failed to start within allotted time").
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, ready_timeout=60, **kwargs)
 
     def _trigger_server(self) -> None:
         self.port = self.server.sockets[0].getsockname()[1]
@@ -51,10 +58,13 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
         controller.stop()
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:  # bound, never listening, released: nothing answers there
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections for the block: bound, never listening, and kept bound (a port released
+    at once could be taken by another xdist worker's server before the job connects to it)."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        yield probe.getsockname()[1]
 
 
 async def queued_job(connection, email: str) -> bytes:
@@ -105,8 +115,8 @@ async def test_the_job_sends_exactly_one_mail_per_user(client, connection, setti
 
 async def test_smtp_down_keeps_no_key_and_the_retry_sends(client, connection, settings, job_lines):
     payload = await signed_up(client, connection, "bob@example.com", "signup-bob")
-    down = settings.model_copy(update={"smtp_port": closed_port(), "smtp_timeout_seconds": 2.0})
-    with pytest.raises(OSError):
+    with closed_port() as port, pytest.raises(OSError):
+        down = settings.model_copy(update={"smtp_port": port, "smtp_timeout_seconds": 2.0})
         await run_welcome_mail_job(await raw(connection), down, payload)
     user_id = json.loads(payload)["user_id"]
     claimed = text("SELECT count(*) FROM sent_mail WHERE idempotency_key = :key")

@@ -14,7 +14,6 @@ import socket
 import asyncpg
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from asgi_lifespan import LifespanManager
 
 from taskservice.main import create_app
@@ -22,16 +21,22 @@ from taskservice.settings import Settings
 from taskservice.worker import run_worker
 
 from .conftest import PASSWORD
-from .test_mail_job import Mailbox
+from .test_mail_job import LoopbackController, Mailbox
 
 pytestmark = pytest.mark.anyio
 EMAIL = "worker-test@example.com"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+class ControllerOnSocket(LoopbackController):
+    """aiosmtpd listening on a socket the test bound long before: while it was bound and not listening,
+    connections to it were refused (the relay down), and no other xdist worker could take its port."""
+
+    def __init__(self, handler, sock: socket.socket) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=0)
+        self.sock = sock
+
+    def _create_server(self):
+        return self.loop.create_server(self._factory_invoker, sock=self.sock)
 
 
 async def until(condition, timeout: float) -> bool:
@@ -44,7 +49,9 @@ async def until(condition, timeout: float) -> bool:
 
 
 async def test_the_worker_retries_while_smtp_is_down_then_sends_once(settings: Settings):
-    port = free_port()  # nothing listens yet: the relay is down
+    relay = socket.socket()
+    relay.bind(("127.0.0.1", 0))  # bound, not listening yet: the relay is down (connections refused)
+    port = relay.getsockname()[1]
     worker_settings = Settings.model_validate({**settings.model_dump(), "smtp_port": port, "smtp_timeout_seconds": 1.0,
                                                "job_retry_seconds": 0.2, "job_max_retries": 5})
     lines: list[logging.LogRecord] = []
@@ -68,17 +75,18 @@ async def test_the_worker_retries_while_smtp_is_down_then_sends_once(settings: S
         async def failed_once() -> bool:
             return any(line.levelname == "WARNING" for line in lines) or worker.done()
 
-        assert await until(failed_once, 10) and not worker.done(), f"no failure logged with the relay down: {lines}"
+        # 60 s: a bound on the wait only (it ends at the first failure); 10 s was a deadline a loaded CI machine could miss
+        assert await until(failed_once, 60) and not worker.done(), f"no failure logged with the relay down: {lines}"
         failure = next(line for line in lines if line.levelname == "WARNING")
         assert failure.request_id == "signup-worker" and "failed" in failure.getMessage()
 
-        controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-        controller.start()  # the relay is back
+        controller = ControllerOnSocket(mailbox, relay)
+        controller.start()  # the relay is back, on the same port
 
         async def delivered() -> bool:
             return bool(mailbox.received) or worker.done()
 
-        assert await until(delivered, 10), f"no mail within 10 s of the relay's return: {[l.getMessage() for l in lines]}"
+        assert await until(delivered, 60), f"no mail within 60 s of the relay's return: {[l.getMessage() for l in lines]}"
         await asyncio.sleep(0.5)  # a duplicate would arrive now
         [mail] = mailbox.received
         assert (mail["To"], mail["X-Idempotency-Key"]) == (EMAIL, f"welcome:{signup.json()['id']}")
@@ -92,6 +100,7 @@ async def test_the_worker_retries_while_smtp_is_down_then_sends_once(settings: S
             await asyncio.wait_for(worker, 10)
         if controller is not None:
             controller.stop()
+        relay.close()
         jobs_log.removeHandler(recorder)
         jobs_log.setLevel(level)
         user_id = await admin.fetchval("SELECT id FROM users WHERE email = $1", EMAIL)

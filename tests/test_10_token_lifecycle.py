@@ -15,7 +15,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -273,15 +273,32 @@ def test_the_threadpool_that_runs_def_dependencies_has_40_threads():
     assert anyio.run(total) == 40  # lesson 10, section 4: waiting JWKS fetches hold these threads
 
 
-def test_concurrent_lookups_share_one_fetch():
+def fetches_for_five_concurrent_lookups(*, without_pyjwts_lock: bool = False) -> int:
+    """Five threads look up one key while the JWKS server holds its first answer, so the lookups overlap."""
     key = ed25519.Ed25519PrivateKey.generate()
     with jwks_server() as server:
         server.publish(("k1", key))
-        server.delay_s = 0.2
-        client = jwt.PyJWKClient(server.url, timeout=2)
+        server.delay_s = 60  # every answer is held until `released` below (or the server stops)
+        client = jwt.PyJWKClient(server.url, timeout=60)
+        if without_pyjwts_lock:  # the control: the same client with its lock taken out
+            client._client_lock = nullcontext()
         threads = [threading.Thread(target=client.get_signing_key, args=("k1",)) for _ in range(5)]
         for thread in threads:
             thread.start()
+        deadline = time.monotonic() + 30
+        while server.fetches < (5 if without_pyjwts_lock else 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not without_pyjwts_lock:
+            time.sleep(0.5)  # the first answer still held: time for the other four to come, which the lock stops
+        server.released.set()
         for thread in threads:
-            thread.join()
-    assert server.fetches == 1  # lesson 10, section 4: PyJWKClient's lock, one fetch at a time, the others wait for it
+            thread.join(60)
+        return server.fetches
+
+
+def test_concurrent_lookups_share_one_fetch():
+    # lesson 10, section 4: PyJWKClient's lock, one fetch at a time, the others wait for it and read the cache.
+    # The control shows the lookups really overlap in this test: without the lock the same five threads fetch five
+    # times (a test with lookups one after another would see one fetch from the cache alone, lock or not).
+    assert fetches_for_five_concurrent_lookups(without_pyjwts_lock=True) == 5
+    assert fetches_for_five_concurrent_lookups() == 1

@@ -7,6 +7,7 @@ asked here, from inside the kernel it started, what the kernel listens on.
 
 import os
 import stat
+import tempfile
 
 from coursekit.corpus import CorpusRun
 from coursekit.kernels import SOCKET_PATH_MAX, AsyncUnixSocketKernelManager, UnixSocketKernelManager
@@ -73,10 +74,13 @@ def test_corpus_kernel_listens_on_unix_sockets(tmp_path):
 
 def test_a_runtime_folder_too_deep_for_a_socket_path_keeps_tcp(tmp_path, monkeypatch):
     """sockaddr_un holds about 104 bytes: the kernel would die binding a longer path."""
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
-    near, other = AsyncUnixSocketKernelManager(), AsyncUnixSocketKernelManager()
-    assert (near.transport, other.transport) == ("ipc", "ipc")
-    assert near.ip != other.ip  # each kernel its own sockets
+    # A short folder for the ipc case: pytest's tmp_path under xdist (/tmp/pytest-of-root/pytest-N/popen-gwK/...)
+    # is itself too deep (CI saw tcp here), as it should be.
+    with tempfile.TemporaryDirectory(prefix="k", dir="/tmp") as short:
+        monkeypatch.setenv("JUPYTER_RUNTIME_DIR", short)
+        near, other = AsyncUnixSocketKernelManager(), AsyncUnixSocketKernelManager()
+        assert (near.transport, other.transport) == ("ipc", "ipc")
+        assert near.ip != other.ip  # each kernel its own sockets
     deep = tmp_path / ("d" * (SOCKET_PATH_MAX - len(str(tmp_path))))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(deep))
     far = UnixSocketKernelManager()

@@ -108,12 +108,13 @@ def _process_cpu_seconds(process) -> float:
     (a process that ends between the listing and the read is counted with the reaped ones)."""
     import psutil
 
-    try:
-        with open(f"/proc/{process.pid}/schedstat", encoding="ascii") as stats:  # a single-threaded process
-            return int(stats.read().split()[0]) / 1e9
-    except FileNotFoundError:
-        if os.path.exists("/proc/self/schedstat"):
-            return 0.0  # Linux, and the process has gone
+    from coursekit.processes import main_thread_cpu_seconds
+
+    seconds = main_thread_cpu_seconds(process.pid)  # PostgreSQL's processes are single-threaded
+    if seconds is not None:
+        return seconds
+    if os.path.exists("/proc/self/task"):
+        return 0.0  # Linux, and the process has gone
     try:
         times = process.cpu_times()
     except psutil.NoSuchProcess:

@@ -228,16 +228,26 @@ class ServerProcess:
         whole process: coarser, and it also counts the child's other threads.
         """
         pid = self.process.pid
-        try:
-            with open(f"/proc/{pid}/task/{pid}/schedstat", encoding="ascii") as stats:
-                return int(stats.read().split()[0]) / 1e9
-        except FileNotFoundError:
-            if self.process.alive and not os.path.exists("/proc/self/task"):
-                import psutil
+        seconds = main_thread_cpu_seconds(pid)
+        if seconds is not None:
+            return seconds
+        if self.process.alive and not os.path.exists("/proc/self/task"):
+            import psutil
 
-                times = psutil.Process(pid).cpu_times()
-                return times.user + times.system
-            raise RuntimeError(f"the server process {pid} has exited: no CPU time to read") from None
+            times = psutil.Process(pid).cpu_times()
+            return times.user + times.system
+        raise RuntimeError(f"the server process {pid} has exited: no CPU time to read")
+
+
+def main_thread_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process's main thread, to the nanosecond: Linux's per-task counter
+    (`/proc/<pid>/task/<pid>/schedstat`, first field, the clock `time.thread_time()` reads for its own
+    thread). None where there is no such file: not Linux, or the process has gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat", encoding="ascii") as stats:
+            return int(stats.read().split()[0]) / 1e9
+    except FileNotFoundError:
+        return None
 
 
 def _serve(app: Any, sock: socket.socket, log_level: str) -> None:

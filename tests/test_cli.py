@@ -1,11 +1,13 @@
 """The `course` CLI as a learner and an instructor use it, broken notebooks included."""
 
 import csv
+import io
 import json
-import os
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,11 +40,37 @@ def todo():
 '''
 
 
-def course(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coursekit", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )
+@dataclass
+class Ran:
+    """What a `course` command returned and printed (the fields of subprocess.CompletedProcess the tests read)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def course(*args: str, cwd: Path = ROOT, env: dict | None = None) -> Ran:
+    """`course ARGS` as a learner types it, run by the CLI's own `main` in this process: its working
+    directory and environment variables set for the call and restored after, its output captured, the
+    manifest read afresh (a new process reads it anew). A new Python per call cost ~0.6 s of CPU in
+    imports (nbclient, jupyter_client, nbformat) the test process has already made; what a command
+    starts (kernels, sandboxes, git) is a process of its own either way. The process boundary itself
+    (exit status, a closed pipe) is tested by test_output_into_a_closed_pipe_ends_quietly."""
+    from coursekit.cli import main
+    from coursekit.manifest import _load
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        _load.cache_clear()
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                code = main(list(args))
+        finally:
+            _load.cache_clear()  # nothing read under this call's COURSE_ROOT outlives it
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def test_check_reports_each_status_as_json(tmp_path):
@@ -220,7 +248,7 @@ def test_after_it():
     assert add(1, 2) == 3
 '''
     notebook = write_notebook(tmp_path / "hangs.ipynb", [("code", SETUP), ("code", hanging)])
-    done = course("check", str(notebook), "--json", env={"COURSE_CHECK_DEADLINE_S": "1"}, timeout=60)
+    done = course("check", str(notebook), "--json", env={"COURSE_CHECK_DEADLINE_S": "1"})
     report = json.loads(done.stdout)
     statuses = {c["id"]: (c["status"], c["message"]) for c in report["checks"]}
     assert statuses["test_waits_forever"][0] == "failed", statuses

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,9 +82,11 @@ def git(cwd: Path, *args: str, env: dict | None = None) -> str:
     return done.stdout
 
 
-def course(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **LEARNER_ENV, "PYTHONPATH": str(ROOT), "COURSE_ROOT": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "coursekit", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+def course(cwd: Path, *args: str):
+    """`course ARGS` in the learner's checkout (run in this process: tests/test_cli.py's `course` says why)."""
+    from tests.test_cli import course as run_course
+
+    return run_course(*args, cwd=cwd, env={**LEARNER_ENV, "PYTHONPATH": str(ROOT), "COURSE_ROOT": str(cwd)})
 
 
 MANIFEST_LESSON = '[[lesson]]\nid = "{id}"\nslug = "{slug}"\ntitle = "{title}"\nsummary = "{title}."\n\n'

@@ -3,8 +3,6 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -166,9 +164,10 @@ def test_course_hint_runs_the_check_when_no_fresh_result_exists(tiny):
     exercise = tiny / "exercises/01_demo.ipynb"
     exercise.write_text(exercise.read_text().replace(STUB, "return a + b"))
 
+    from tests.test_cli import course  # in-process (its docstring says why): the check's kernel is a process of its own
+
     def course_hint():
-        return subprocess.run([sys.executable, "-m", "coursekit", "hint", "1"], cwd=tiny, capture_output=True,
-                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return course("hint", "1", cwd=tiny, env={"PYTHONPATH": str(ROOT)})
 
     done = course_hint()
     assert done.returncode == 0, done.stderr

@@ -25,6 +25,7 @@ import pytest
 
 from coursekit.workshop import binder_badge, hub_link, pull_link
 from tests.conftest import ROOT
+from tests.test_cli import course as run_course  # `course` in-process (its docstring says why)
 from tests.test_jupyterlab import first_answer, served_port, stop
 from tests.test_update import LEARNER_ENV, git
 
@@ -188,8 +189,7 @@ def test_the_pull_link_clones_opens_the_start_notebook_and_keeps_an_edited_exerc
     log = git(clone, "log", "--format=%an %s", "-3")
     assert "Automatic commit by nbgitpuller" in log  # the learner's edit, committed by nbgitpuller before its merge
 
-    done = subprocess.run([sys.executable, "-m", "coursekit", "update", "--no-check"], cwd=clone, capture_output=True, text=True,
-                          env={**os.environ, **LEARNER_ENV, "PYTHONPATH": str(ROOT), "COURSE_ROOT": str(clone)}, timeout=300)
+    done = run_course("update", "--no-check", cwd=clone, env={**LEARNER_ENV, "PYTHONPATH": str(ROOT), "COURSE_ROOT": str(clone)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "exercises/00_start_here.ipynb, cell 4: the course changed this cell; your answer is in its new version" in done.stdout
     merged = json.loads((clone / "exercises/00_start_here.ipynb").read_text())
@@ -198,9 +198,8 @@ def test_the_pull_link_clones_opens_the_start_notebook_and_keeps_an_edited_exerc
     assert '"message": f"Hello, {name}"}  # mine' in "".join(next(c for c in merged["cells"] if c["id"] == stub["id"])["source"])
 
 
-def workshop_link(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COURSE_ROOT": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "coursekit", "workshop-link", *args], capture_output=True, text=True, env=env, timeout=60)
+def workshop_link(*args: str):
+    return run_course("workshop-link", *args, env={"COURSE_ROOT": str(ROOT)})
 
 
 def test_workshop_link_refuses_a_link_that_cannot_work_in_one_line():

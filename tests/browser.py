@@ -61,6 +61,12 @@ def chromium_page(viewport: dict | None = None):
             browser.close()
 
 
+# page.wait_for_function's interval (ms). Its default, "raf", evaluates the predicate on every animation frame
+# (60 a second: a query over JupyterLab's whole DOM each time, for as long as a Run All takes); the states the
+# tests wait for last once reached, so a check every 100 ms sees them as surely, at a fraction of the CPU.
+POLL_MS = 100
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.browser import chromium_page, chromium_path, screenshot
+from tests.browser import POLL_MS, chromium_page, chromium_path, screenshot
 from tests.conftest import ROOT, import_start
 from tests.test_jupyterlab import first_answer, served_port, stop
 
@@ -72,7 +72,8 @@ def notebook_ready(page, path: str, cells: int) -> str:
     tab = page.locator(f'.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current[title*="Path: {path}"]')
     tab.wait_for(timeout=60_000)
     panel = f"#{tab.get_attribute('data-id')}"
-    page.wait_for_function(f"document.querySelectorAll('{panel} .jp-CodeCell').length === {cells}", timeout=60_000)
+    page.wait_for_function(f"document.querySelectorAll('{panel} .jp-CodeCell').length === {cells}", timeout=60_000,
+                           polling=POLL_MS)
     page.locator(f"{panel} .jp-Toolbar-kernelName", has_text="Python 3").wait_for(timeout=60_000)
     page.locator(f"{panel} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
     return panel
@@ -84,7 +85,7 @@ def run_all_cells(page, path: str, cells: int, timeout_s: float) -> tuple[str, l
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
     page.wait_for_function(f"""() => {{ const prompts = ({CELL_PROMPTS})('{panel}');
-        return prompts.every(p => /^\\[\\d+\\]:$/.test(p)); }}""", timeout=timeout_s * 1000)
+        return prompts.every(p => /^\\[\\d+\\]:$/.test(p)); }}""", timeout=timeout_s * 1000, polling=POLL_MS)
     page.locator(f"{panel} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
     return panel, page.evaluate(CELL_PROMPTS, panel)
 

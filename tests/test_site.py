@@ -26,7 +26,7 @@ from coursekit.cli import main
 from coursekit.hunt import is_hunt
 from coursekit.manifest import CourseError, lessons
 from coursekit.site import MARKER, build_site, html_links, mermaid_js, plan, uncommitted_notebooks, vendored_mermaid
-from tests.browser import chromium_page, screenshot, skip_or_fail
+from tests.browser import POLL_MS, chromium_page, screenshot, skip_or_fail
 from tests.conftest import ROOT
 
 LESSONS = lessons(ROOT)
@@ -203,7 +203,7 @@ def test_home_and_every_lesson_page_render_in_chromium_with_diagrams_plots_and_n
                 continue
             mermaid, plots = stored(notebook)
             page.wait_for_function("document.querySelectorAll('.jp-Mermaid:not(.jp-RenderedMermaid)').length === 0",
-                                   timeout=30_000)
+                                   timeout=30_000, polling=POLL_MS)
             drawn = page.evaluate(RENDERED_MERMAID)
             assert len(drawn) == mermaid, f"{path}: {len(drawn)} mermaid blocks on the page, {mermaid} in the notebook"
             assert all(d["svg"] and d["width"] > 0 and not d["warning"] for d in drawn), f"{path}: {drawn}"

@@ -26,7 +26,7 @@ import httpx
 
 from tests.browser import POLL_MS, chromium_page, chromium_path, screenshot
 from tests.conftest import ROOT, import_start
-from tests.test_jupyterlab import first_answer, served_port, stop
+from tests.test_jupyterlab import first_answer, served_port, stop, without_iri_grammar
 
 # JupyterLab's user settings for the run: every cell in the page (no windowing, so all can be read),
 # no autosave (nothing is written back), no update check or news (no network here).
@@ -129,7 +129,7 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
     command[root_option] = f"--ServerApp.root_dir={root}"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
-    server = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, cwd=root, env=without_iri_grammar(env, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         port = served_port(server, tmp_path / "runtime")  # port 0: see served_port
         base = f"http://127.0.0.1:{port}"

@@ -26,7 +26,7 @@ import pytest
 from coursekit.workshop import binder_badge, hub_link, pull_link
 from tests.conftest import ROOT
 from tests.test_cli import course as run_course  # `course` in-process (its docstring says why)
-from tests.test_jupyterlab import first_answer, served_port, stop
+from tests.test_jupyterlab import first_answer, served_port, stop, without_iri_grammar
 from tests.test_update import LEARNER_ENV, git
 
 README_REPO = "https://github.com/OWNER/fastapi-advanced-patterns"
@@ -122,7 +122,7 @@ def jupyterlab(tmp_path):
         command.append("--allow-root")
     env = {**os.environ, **LEARNER_ENV, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
-    server = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, cwd=home, env=without_iri_grammar(env, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{served_port(server, tmp_path / 'runtime')}/"  # port 0: see served_port
         with httpx.Client(base_url=base, headers={"Authorization": f"token {token}"}, timeout=30) as client:

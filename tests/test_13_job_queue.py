@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
 from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Queries, QueueManager, RetryRequested
 from pgqueuer.executors import EntrypointExecutorParameters
 from pgqueuer.models import Context, Job
@@ -290,6 +290,28 @@ def test_serve_in_process_serves_the_app_until_killed():
         assert server.kill() == -signal.SIGKILL
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{server.url}/pid", timeout=1)
+
+
+def test_uvicorn_finishes_a_running_background_task_on_sigterm(tmp_path):
+    """Lesson 13, section 2: on SIGTERM uvicorn's graceful shutdown waits for a background task still
+    running (without limit unless timeout_graceful_shutdown is set); only SIGKILL loses it."""
+    marker = tmp_path / "sent"
+    app = FastAPI()
+
+    def send_later() -> None:
+        time.sleep(0.5)
+        marker.write_text("sent")
+
+    @app.post("/signup", status_code=201)
+    def signup(tasks: BackgroundTasks) -> None:
+        tasks.add_task(send_later)
+
+    with serve_in_process(app) as server:
+        assert httpx.post(f"{server.url}/signup", timeout=5).status_code == 201
+        assert not marker.exists()  # the task is still sleeping
+        server.process.signal(signal.SIGTERM)
+        assert server.process.wait(10) is not None, "uvicorn did not exit within 10 s of SIGTERM"
+    assert marker.read_text() == "sent", "SIGTERM: uvicorn exited without waiting for the running background task"
 
 
 def test_loop_cpu_seconds_counts_the_servers_work_not_idle_time():

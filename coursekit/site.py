@@ -265,8 +265,10 @@ def build_site(root: Path | None = None, output: Path | None = None) -> SiteRepo
     shutil.copy2(mermaid, output / "_static" / "mermaid.min.js")
     shutil.copy2(root / "site" / "static" / "course.css", output / "_static" / "course.css")
 
+    # optimistic_validation: nbconvert validates the notebook once, after its preprocessors, not after each one
+    # (about ten per page, most of them disabled); a preprocessor that broke it is still caught
     exporter = site_exporter_class()(template_name="course", extra_template_basedirs=[str(root / "site" / "templates")],
-                            mermaid_js_url=MERMAID_MODULE, mermaid_layout_elk_js_url="")
+                            mermaid_js_url=MERMAID_MODULE, mermaid_layout_elk_js_url="", optimistic_validation=True)
     exporter.register_filter("shared_stylesheets", _shared_stylesheets(exporter, output / "_static"))
     pages = plan(root)
     all_lessons = lessons(root)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_bwrap, write_notebook
+from tests.test_cli import course
 
 pytestmark = needs_bwrap
 
@@ -368,9 +369,8 @@ def test_the_results_cannot_be_overwritten(graded):
 
 def test_without_bwrap_grading_refuses_in_one_line(tmp_path):
     write_notebook(tmp_path / "00_start_here-x.ipynb", [("code", SETUP)])
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
-    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    # in-process (tests/test_cli.py's `course` says why); PATH without bwrap for the call
+    done = course("grade", str(tmp_path), env={"PATH": str(Path(sys.executable).parent)})
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "apt-get install bubblewrap" in done.stderr
     assert "--unsafe-no-sandbox" in done.stderr
@@ -379,9 +379,8 @@ def test_without_bwrap_grading_refuses_in_one_line(tmp_path):
 def test_unsafe_no_sandbox_is_loud_and_grades_the_same(graded, tmp_path):
     honest = Path(graded["paths"]["sibling"])
     (tmp_path / honest.name).write_bytes(honest.read_bytes())
-    env = {**os.environ, "COURSE_ROOT": str(Path(graded["paths"]["course_checks"]).parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", str(tmp_path), "--unsafe-no-sandbox"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = course("grade", str(tmp_path), "--unsafe-no-sandbox",  # in-process: the harness is a process of its own
+                  env={"COURSE_ROOT": str(Path(graded["paths"]["course_checks"]).parent.parent)})
     assert done.returncode == 0, done.stderr
     assert "2/2 checks passed" in done.stdout
     assert done.stderr.count("WARNING --unsafe-no-sandbox") == 2

@@ -15,7 +15,10 @@ child forked from it, which then becomes what a fresh `python -m MODULE ARGS` wo
 
 What a child cannot be is a process that imported the preloaded modules itself: their import-time
 state (module globals, registries filled at import) is the server's, copied unchanged into each child
-by the fork, so what one run changes in them the next run never sees. The hash seed is the server's
+by the fork, so what one run changes in them the next run never sees. Those objects are frozen
+(`gc.freeze()`, as Python's docs advise before a fork without exec), so that a child's garbage
+collections skip them: a cycle among them that a run makes garbage is never collected, and its
+finalizers never run, until the run ends. The hash seed is the server's
 (a fresh process draws its own). Environment variables read at interpreter start or by a preload's
 import come from the server's environment: a run whose environment differs from it anywhere but
 PYTHONPATH gets a new server. The server imports nothing else and starts no thread (fork copies only
@@ -104,6 +107,12 @@ def _serve(channel_fd: int, preload: Sequence[str]) -> None:
             importlib.import_module(name)
         if threading.active_count() != 1:
             raise ServerFailed(f"importing {list(preload)} started a thread: forking would copy only this one")
+        import gc
+
+        # What the preloads keep alive lives as long as every child: frozen (Python's advice before a fork
+        # without exec), a child's collections skip it. pytest collects twice at the end of every session.
+        gc.collect()
+        gc.freeze()
     except BaseException as error:
         import traceback
 

@@ -133,10 +133,13 @@ def _serve(channel_fd: int, preload: Sequence[str]) -> None:
             _become_fresh_run(json.loads(message), fds, base_path)
         for fd in fds:
             os.close(fd)
-        channel.send(json.dumps({"pid": pid}).encode())
-        _, status, usage = os.wait4(pid, 0)
-        channel.send(json.dumps({"returncode": os.waitstatus_to_exitcode(status),
-                                 "cpu_seconds": usage.ru_utime + usage.ru_stime}).encode())
+        try:
+            channel.send(json.dumps({"pid": pid}).encode())
+            _, status, usage = os.wait4(pid, 0)
+            channel.send(json.dumps({"returncode": os.waitstatus_to_exitcode(status),
+                                     "cpu_seconds": usage.ru_utime + usage.ru_stime}).encode())
+        except OSError:  # the caller is gone (it closed its end after an interrupted run)
+            return
 
 
 class _Server:
@@ -188,8 +191,19 @@ class _Server:
         finally:
             os.close(out_write)
             os.close(err_write)
-        pid = self._receive()["pid"]
-        output, timed_out = _read_until_closed({out_read: bytearray(), err_read: bytearray()}, timeout, pid)
+        try:
+            pid = self._receive()["pid"]
+            try:
+                output, timed_out = _read_until_closed({out_read: bytearray(), err_read: bytearray()}, timeout, pid)
+            except BaseException:  # interrupted (a notebook's KeyboardInterrupt): the run must not outlive the call
+                _kill(pid)
+                raise
+        finally:
+            for fd in (out_read, err_read):
+                try:
+                    os.close(fd)
+                except OSError:  # already closed at its end of file
+                    pass
         ended = self._receive()
         stdout, stderr = (_text(bytes(output[fd])) for fd in (out_read, err_read))
         if timed_out:
@@ -212,6 +226,13 @@ def _text(data: bytes) -> str:
     return data.decode(locale.getpreferredencoding(False)).replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _read_until_closed(buffers: dict[int, bytearray], timeout: float | None, pid: int) -> tuple[dict, bool]:
     """Read each pipe to its end; past `timeout`, SIGKILL the child (as subprocess.run does) and read on."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -224,17 +245,13 @@ def _read_until_closed(buffers: dict[int, bytearray], timeout: float | None, pid
             ready = selector.select(wait)
             if not ready and not timed_out:
                 timed_out = True
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _kill(pid)
             for key, _ in ready:
                 chunk = os.read(key.fd, 65536)
                 if chunk:
                     buffers[key.fd] += chunk
                 else:
                     selector.unregister(key.fd)
-                    os.close(key.fd)
     return buffers, timed_out
 
 
@@ -271,8 +288,10 @@ def run(module: str, *args: str, cwd: str, env: Mapping[str, str], timeout: floa
             _server = _Server(same_start, preload)
         try:
             return _server.run(module, args, cwd, env, timeout)
-        except (ServerFailed, OSError):
-            _stop_server()  # the next run starts a new one
+        except subprocess.TimeoutExpired:
+            raise  # the run was killed and reaped: the server goes on
+        except BaseException:  # the server failed, or the call was interrupted mid-run: the next run starts a new one
+            _stop_server()
             raise
 
 

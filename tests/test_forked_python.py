@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -95,6 +97,42 @@ def test_a_timeout_kills_the_run_and_the_next_run_works(tmp_path):
     with open(f"/proc/{server}/task/{server}/children", encoding="ascii") as children:
         assert children.read().split() == []  # the run was killed and reaped, nothing left running
     assert forked_python.run("quick", cwd=str(tmp_path), env=env, timeout=60).stdout == "ok\n"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_is_killed_and_the_next_run_works(tmp_path):
+    """A notebook's Interrupt lands while the caller waits for the run's output."""
+    (tmp_path / "hangs.py").write_text(
+        "import os, pathlib, time\npathlib.Path('pid').write_text(str(os.getpid()))\ntime.sleep(600)\n", encoding="utf-8")
+    (tmp_path / "quick.py").write_text("print('ok')\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    forked_python.run("quick", cwd=str(tmp_path), env=env, timeout=60)
+    server = forked_python._server.process.pid
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    def interrupt_once_the_run_started():
+        for _ in range(1200):
+            if (tmp_path / "pid").exists():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGALRM)  # its handler runs in the main thread, inside run()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        threading.Thread(target=interrupt_once_the_run_started, daemon=True).start()
+        with pytest.raises(Interrupted):
+            forked_python.run("hangs", cwd=str(tmp_path), env=env, timeout=300)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    run = int((tmp_path / "pid").read_text())
+    assert not _running(run)  # killed, not left to sleep its 600 s
+    assert not _running(server)  # stopped and reaped
+    assert forked_python.run("quick", cwd=str(tmp_path), env=env, timeout=60).stdout == "ok\n"  # a new server
 
 
 def test_a_preload_that_fails_is_one_clear_error(tmp_path):

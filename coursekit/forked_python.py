@@ -17,12 +17,16 @@ What a child cannot be is a process that imported the preloaded modules itself: 
 state (module globals, registries filled at import) is the server's, copied unchanged into each child
 by the fork, so what one run changes in them the next run never sees. Those objects are frozen
 (`gc.freeze()`, as Python's docs advise before a fork without exec), so that a child's garbage
-collections skip them: a cycle among them that a run makes garbage is never collected, and its
-finalizers never run, until the run ends. The hash seed is the server's
-(a fresh process draws its own). Environment variables read at interpreter start or by a preload's
+collections skip them: a cycle among them that a run makes garbage is not collected during the run.
+The hash seed is the server's (a fresh process draws its own). Environment variables read at interpreter start or by a preload's
 import come from the server's environment: a run whose environment differs from it anywhere but
 PYTHONPATH gets a new server. The server imports nothing else and starts no thread (fork copies only
 the calling thread). Linux only; elsewhere `run` is `subprocess.run`.
+
+The caller stops and reaps the server at exit. A caller killed outright (nbval stops its kernels with
+SIGKILL) cannot: the server then leaves by itself at end of file on its channel, and its CPU time,
+with its children's, goes to whoever adopts it, not to the caller's parent (measure a notebook's CPU
+as a subreaper, or per run with `CompletedProcess.cpu_seconds`).
 """
 
 from __future__ import annotations

@@ -106,7 +106,9 @@ def test_a_syntax_error_gets_a_one_line_cause_not_a_traceback(tmp_path):
 
 
 def test_a_cell_that_never_ends_is_interrupted_and_reported(tmp_path):
-    notebook = write_notebook(tmp_path / "endless.ipynb", [("code", SETUP), ("code", "while True:\n    pass"), ("code", CHECKS)])
+    # endless, and idle while it waits: a `while True: pass` burnt the kernel's CPU for the whole timeout
+    endless = "import time\nwhile True:\n    time.sleep(0.05)"
+    notebook = write_notebook(tmp_path / "endless.ipynb", [("code", SETUP), ("code", endless), ("code", CHECKS)])
     done = course("check", str(notebook), "--cell-timeout", "3", "--json")
     report = json.loads(done.stdout)
     assert "cell 2: still running after 3 s, interrupted" in report["problem"]

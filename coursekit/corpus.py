@@ -225,6 +225,65 @@ def _code_cell(source: str):
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:",
                     "--InteractiveShell.xmode=Minimal")
 
+def compile_each_source_once() -> None:
+    """(Run inside the corpus kernel, by CorpusRun, before the solution.) IPython's work on a cell's
+    TEXT is done once per distinct text; the code still runs every time.
+
+    The kernel runs the same cells hundreds of times (each entry re-runs its cells and its check
+    cell, and %%ipytest runs a check cell's body as a second cell). Before any code runs, IPython
+    tokenizes the text for its transforms, hashes it for the cell's file name (ipykernel's
+    pure-Python murmur2), compiles it once to see whether it needs top-level await, parses it and
+    compiles each statement: about 45 ms of CPU per run of a 30 kB check cell. Each of these is a
+    function of the text alone (and the compiler's flags, which are part of the key), so its result
+    is kept: the same text gives the same code objects, which run again as a module's code would.
+    The file names (tracebacks, checks.py's `_where_in_notebook`) are the ones ipykernel gives.
+    """
+    import ast
+    import codeop
+    import functools
+
+    import ipykernel.compiler
+    from IPython import get_ipython
+    from IPython.core import interactiveshell
+
+    shell = get_ipython()
+    manager = shell.input_transformer_manager
+    manager.transform_cell = functools.lru_cache(maxsize=None)(manager.transform_cell)
+    ipykernel.compiler.murmur2_x86 = functools.lru_cache(maxsize=None)(ipykernel.compiler.murmur2_x86)
+    interactiveshell._should_be_async = functools.lru_cache(maxsize=None)(interactiveshell._should_be_async)
+
+    compiler = shell.compile
+    base = type(compiler)
+    trees: dict[tuple, ast.Module] = {}
+    codes: dict[tuple, tuple[ast.AST, object]] = {}  # the statement is kept with its code: its id stays its own
+
+    class CompileOnce(base):
+        def ast_parse(self, source, filename="<unknown>", symbol="exec"):
+            if shell.ast_transformers:  # they may rewrite the tree: parse afresh
+                return super().ast_parse(source, filename, symbol)
+            key = (source, filename, symbol, self.flags)
+            if key not in trees:
+                trees[key] = super().ast_parse(source, filename, symbol)
+            tree = trees[key]
+            # a new module of the same statements (compiling never changes them)
+            return ast.Module(body=list(tree.body), type_ignores=tree.type_ignores)
+
+        def __call__(self, source, filename, symbol, **kwargs):
+            body = getattr(source, "body", None)
+            if kwargs or not isinstance(body, list) or len(body) != 1:
+                return super().__call__(source, filename, symbol, **kwargs)
+            key = (id(body[0]), type(source), filename, symbol, self.flags)
+            cached = codes.get(key)
+            if cached is not None and cached[0] is body[0]:
+                return cached[1]
+            code = super().__call__(source, filename, symbol)
+            if not any(code.co_flags & feature.compiler_flag for feature in codeop._features):
+                codes[key] = (body[0], code)  # (a __future__ import also changes the flags: compiled each time)
+            return code
+
+    compiler.__class__ = CompileOnce
+
+
 TIMED_OUT = "the cell did not finish: timed out or the kernel died"
 SERVICE_CALL = "service_under_test("  # the incident hunt's cell that picks (and imports) the service under test
 
@@ -286,6 +345,11 @@ class CorpusRun:
                PLAIN_ASSERTS_ENV: "1"}
         self._kernel = self._client.setup_kernel(env=env)
         self._kernel.__enter__()
+        setup = _code_cell(f"from {__name__} import compile_each_source_once\ncompile_each_source_once()")
+        self._client.execute_cell(setup, 0)
+        if problem := _first_error(setup):
+            self.__exit__(None, None, None)
+            raise CourseError(f"the corpus kernel could not be set up: {problem}")
         errors = self._run(range(0, self.last_check + 1), {}, skip_checks=True)
         if errors:
             self.__exit__(None, None, None)

@@ -278,3 +278,25 @@ def test_the_corpus_kernel_runs_checks_without_assert_rewriting_and_a_learners_r
     learners = {c.id: c for c in check(path).checks}["test_bare_assert"]
     assert learners.status == "failed", learners
     assert learners.message.startswith("a bare assert said 'assert 4 == 5"), learners.message
+
+
+def test_the_corpus_kernel_compiles_each_text_once_and_runs_it_every_time(tmp_path):
+    # compile_each_source_once: IPython's transforms, the cell's file name, its parse and its code
+    # objects are kept per text; the code itself runs on every entry, and a changed text is new code.
+    path = write_notebook(tmp_path / "solutions" / "06_x.ipynb", [
+        ("code", SETUP), ("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\nimport builtins\nbuiltins.check_cell_runs = getattr(builtins, 'check_cell_runs', 0) + 1\n\n\n"
+                 "def test_double():\n    assert double(2) == 4, f'double(2) gave {double(2)}, expected 4'"),
+    ])
+    with CorpusRun(path) as run:
+        assert kernel_value(run, "type(get_ipython().compile).__name__") == "'CompileOnce'"
+        for answer in ("return x + 1", "return x + 1", "return x - 1"):
+            result = run.try_entry(wrong("test_double", answer, message="expected 4"))
+            assert result.ok, result.summary
+        assert result.checks == {"test_double": ("failed", "double(2) gave 1, expected 4")}  # the third text ran
+        assert kernel_value(run, "builtins.check_cell_runs") == "3"  # once per entry
+        hits = kernel_value(run, "get_ipython().input_transformer_manager.transform_cell.cache_info().hits")
+        assert int(hits) > 0
+        # a crash is still located in the learner's cell (the file names are ipykernel's own)
+        crash = run.try_entry(wrong("test_double", "return x.upper()"))
+        assert "raised in double: `return x.upper()`" in crash.summary, crash.summary

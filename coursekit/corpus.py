@@ -285,14 +285,19 @@ def compile_each_source_once() -> None:
 
 
 TIMED_OUT = "the cell did not finish: timed out or the kernel died"
+EXERCISE_TIMEOUT = 600  # a whole Run All of the exercise, as `course check` allows it
 SERVICE_CALL = "service_under_test("  # the incident hunt's cell that picks (and imports) the service under test
 
 
 class CorpusRun:
     """One kernel that has run a solution notebook, ready to try entries against its checks."""
 
-    def __init__(self, solution: Path, *, cell_timeout: float = 120, lesson: Lesson | None = None) -> None:
+    def __init__(self, solution: Path, *, cell_timeout: float = 120, lesson: Lesson | None = None,
+                 exercise: Path | None = None) -> None:
         self.solution = Path(solution)
+        # The generated exercise, run first in the fresh kernel (see _check_exercise); its Report here.
+        self.exercise = Path(exercise) if exercise is not None else None
+        self.exercise_report = None
         self.lesson = lesson  # needed for an incident hunt's patch entries (its incidents file)
         self._copies = 0
         self.notebook = read_notebook(self.solution)
@@ -345,15 +350,51 @@ class CorpusRun:
                PLAIN_ASSERTS_ENV: "1"}
         self._kernel = self._client.setup_kernel(env=env)
         self._kernel.__enter__()
-        setup = _code_cell(f"from {__name__} import compile_each_source_once\ncompile_each_source_once()")
+        setup = _code_cell(f"__import__({__name__!r}, fromlist=['_']).compile_each_source_once()")  # no name left behind
         self._client.execute_cell(setup, 0)
         if problem := _first_error(setup):
             self.__exit__(None, None, None)
             raise CourseError(f"the corpus kernel could not be set up: {problem}")
+        if self.exercise is not None and self.exercise_report is None:
+            try:
+                self._check_exercise()
+            except BaseException:
+                self._kernel.__exit__(None, None, None)
+                self._kernel = None
+                raise
         errors = self._run(range(0, self.last_check + 1), {}, skip_checks=True)
         if errors:
             self.__exit__(None, None, None)
             raise CourseError(f"{self.solution}: the solution itself fails before its checks: {errors[0]}")
+
+    def _check_exercise(self) -> None:
+        """Run All of the generated exercise, as `course check` runs it (coursekit.runner.run_cells and
+        report_of), in this kernel while it is fresh: nothing has run in it but compile_each_source_once.
+        The exercise runs in its own folder; the solution then runs in the same kernel, as a second
+        Run All would, and the entries after it. One kernel start and the imports of the exercise's
+        stack serve both (tests/test_exercise_stubs.py judges the report)."""
+        import nbformat
+
+        from coursekit.runner import expected_checks, report_of, run_cells
+
+        notebook = read_notebook(self.exercise)
+        expected = expected_checks(self.exercise, notebook, self.lesson)
+        present = set(notebook_check_ids(notebook))
+        self._chdir(self.exercise.parent.resolve())
+        try:
+            run = run_cells(self._client, nbformat.reads(json.dumps(notebook), as_version=4), self.report,
+                            cell_timeout=self.cell_timeout, deadline=time.monotonic() + EXERCISE_TIMEOUT,
+                            total_timeout=EXERCISE_TIMEOUT)
+        finally:
+            self._client.timeout = self.cell_timeout
+            self._chdir(self.solution.parent.resolve())
+        self.exercise_report = report_of(self.exercise, run, expected, present)
+
+    def _chdir(self, folder: Path) -> None:
+        cell = _code_cell(f"import os as _os; _os.chdir({str(folder)!r}); del _os")
+        self._client.execute_cell(cell, 0)
+        if problem := _first_error(cell):
+            raise CourseError(f"the corpus kernel could not change to {folder}: {problem}")
 
     def _fresh_kernel(self) -> None:
         """Replace the kernel by a new one that has run the solution again.
@@ -628,12 +669,14 @@ def in_run_order(entries: list[Entry], solution: Path) -> list[Entry]:
     return sorted(entries, key=first_cell, reverse=True)
 
 
-def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
-    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first)."""
+def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None, *, exercise: bool = False):
+    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first); with `exercise`, its kernel
+    runs the generated exercise first (CorpusRun.exercise_report, which `corpus_run` holds afterwards)."""
     path = corpus_path(lesson, root)
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
     entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
-    with CorpusRun(lesson.solution, lesson=lesson) as run:
+    with CorpusRun(lesson.solution, lesson=lesson, exercise=lesson.exercise if exercise else None) as run:
+        run_corpus.last_run = run
         for entry in entries:
             yield run.judge(entry, entries)

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
 from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Queries, QueueManager, RetryRequested
 from pgqueuer.executors import EntrypointExecutorParameters
 from pgqueuer.models import Context, Job
@@ -105,7 +105,7 @@ def test_enqueue_on_a_sqlalchemy_session_joins_its_transaction(dsn):
 
 def test_a_session_connection_is_in_no_transaction_before_its_first_statement(dsn):
     """SQLAlchemy's asyncpg adapter sends BEGIN with its first statement: a job deferred on the raw
-    connection before it (or after commit()) runs in autocommit and survives the rollback."""
+    connection before it (or after commit(), until the next statement) runs in autocommit and survives the rollback."""
 
     async def scenario() -> tuple:
         engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1), poolclass=NullPool)
@@ -117,12 +117,19 @@ def test_a_session_connection_is_in_no_transaction_before_its_first_statement(ds
                 await session.execute(text("SELECT 1"))
                 after_a_statement = raw.is_in_transaction()
                 await session.rollback()
-            survived = await scalar(dsn, "SELECT count(*) FROM pgqueuer WHERE entrypoint = 't13_too_early'")
-            return before, after_a_statement, survived
+            async with AsyncSession(engine) as session:  # the same after commit(): no BEGIN until the next statement
+                await session.execute(text("SELECT 1"))
+                await session.commit()
+                raw = (await (await session.connection()).get_raw_connection()).driver_connection
+                after_commit = raw.is_in_transaction()
+                await Queries(AsyncpgDriver(raw)).enqueue("t13_too_late", None)
+                await session.rollback()
+            survived = await scalar(dsn, "SELECT count(*) FROM pgqueuer WHERE entrypoint IN ('t13_too_early', 't13_too_late')")
+            return before, after_a_statement, after_commit, survived
         finally:
             await engine.dispose()
 
-    assert run(scenario()) == (False, True, 1)
+    assert run(scenario()) == (False, True, False, 2), "(in a transaction: before a statement, after one, after commit; jobs left)"
 
 
 def job(attempts: int) -> Job:
@@ -181,6 +188,7 @@ def test_hold_keeps_a_job_that_exhausted_its_retries_as_failed(dsn):
         connection = await asyncpg.connect(dsn)
         try:
             [held] = await Queries(AsyncpgDriver(connection)).enqueue("t13_always_fails", None)
+            [deleted] = await Queries(AsyncpgDriver(connection)).enqueue("t13_fails_deleted", None)
         finally:
             await connection.close()
         runs = []
@@ -195,13 +203,21 @@ def test_hold_keeps_a_job_that_exhausted_its_retries_as_failed(dsn):
                 runs.append(job.attempts)
                 raise OSError("nope")
 
+            @worker.entrypoint("t13_fails_deleted")  # the default on_failure, "delete" (lesson 13, section 4.4)
+            async def fails_once(job: Job) -> None:
+                raise OSError("gone")
+
         async def failed() -> bool:
-            return await scalar(dsn, "SELECT status::text FROM pgqueuer WHERE id = $1", held) == "failed"
+            return await scalar(dsn, "SELECT status::text FROM pgqueuer WHERE id = $1", held) == "failed" and not await scalar(
+                dsn, "SELECT count(*) FROM pgqueuer WHERE id = $1", deleted
+            )
 
         await run_worker_until(dsn, register, failed, timedelta(seconds=5))
-        return runs, await scalar(dsn, "SELECT attempts FROM pgqueuer WHERE id = $1", held)
+        logged = await scalar(dsn, "SELECT string_agg(status::text, ',' ORDER BY id) FROM pgqueuer_log WHERE job_id = $1", deleted)
+        return runs, await scalar(dsn, "SELECT attempts FROM pgqueuer WHERE id = $1", held), logged.split(",")[-1]
 
-    assert run(scenario()) == ([0, 1], 1)
+    # hold: the job stays as failed; the default deletes it, its exception logged in pgqueuer_log
+    assert run(scenario()) == ([0, 1], 1, "exception")
 
 
 def test_a_picked_job_with_a_stale_heartbeat_is_taken_again(dsn):
@@ -290,6 +306,28 @@ def test_serve_in_process_serves_the_app_until_killed():
         assert server.kill() == -signal.SIGKILL
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{server.url}/pid", timeout=1)
+
+
+def test_uvicorn_finishes_a_running_background_task_on_sigterm(tmp_path):
+    """Lesson 13, section 2: on SIGTERM uvicorn's graceful shutdown waits for a background task still
+    running (without limit unless timeout_graceful_shutdown is set); only SIGKILL loses it."""
+    marker = tmp_path / "sent"
+    app = FastAPI()
+
+    def send_later() -> None:
+        time.sleep(0.5)
+        marker.write_text("sent")
+
+    @app.post("/signup", status_code=201)
+    def signup(tasks: BackgroundTasks) -> None:
+        tasks.add_task(send_later)
+
+    with serve_in_process(app) as server:
+        assert httpx.post(f"{server.url}/signup", timeout=5).status_code == 201
+        assert not marker.exists()  # the task is still sleeping
+        server.process.signal(signal.SIGTERM)
+        assert server.process.wait(10) is not None, "uvicorn did not exit within 10 s of SIGTERM"
+    assert marker.read_text() == "sent", "SIGTERM: uvicorn exited without waiting for the running background task"
 
 
 def test_loop_cpu_seconds_counts_the_servers_work_not_idle_time():

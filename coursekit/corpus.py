@@ -37,7 +37,8 @@ edit (file relative to the package, find, replace: find must be in the planted f
 The harness writes that copy to a folder of its own, points $COURSE_HUNT_SERVICE at it, and re-runs
 the notebook from the cell calling `service_under_test(` (which imports the package afresh).
 
-One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
+One kernel per exercise (in the suite it first runs the generated exercise, as `course check` would:
+tests/test_exercise_stubs.py judges that report): the solution notebook runs once; each entry then re-executes the cells
 holding its regions (entry code in place) and every following cell up to the last check cell,
 with only the named check for a wrong answer (check cells above the replaced regions run after
 them). A wrong answer whose check comes after its regions stops at the cell holding that check:

@@ -10,9 +10,9 @@ request refused, ... except what is listed below with its reason: CHECKS_OFF (a 
 behaviour), ACCEPTED (one check on one operation) and each Target's `excluded` operations (what a
 lesson breaks on purpose). The per-app figures (operations, generated cases, CPU) are printed.
 
-Adding an app is one entry in APPS: `"13": lambda ns, stack: Target(...)`. The capstone ("14") is a
-package, not a notebook: its app comes from `taskservice.main.create_app`, migrated by its own Alembic
-scripts, authenticated by a token from its own login (`Target.login`).
+Adding an app is one entry in APPS: `"13": lambda ns, stack: Target(...)`. The capstone service
+(capstone/taskservice) is not here: lesson 14 (section 4.1) runs schemathesis with every check against
+it as deployed (uvicorn --workers 2) and asserts the same (no finding but the four it accepts, with reasons).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, field_validator
 
 from coursekit import run_server
-from tests.conftest import ROOT, solution_namespace, start_embedded_postgres
+from tests.conftest import solution_namespace, start_embedded_postgres
 
 SEED = 19
 
@@ -57,13 +57,6 @@ ACCEPTED: dict[tuple[str, str, str], str] = {
     # An opaque cursor is a string to the schema; only the server knows which strings it issued.
     # A made-up one is a documented 400 ("not a queue cursor"), which the check counts as refusing valid data.
     ("12", "GET /queue", "positive_data_acceptance"): "an opaque cursor: any string is schema-valid, only issued ones work",
-    # The capstone (issue 15): the same two framework choices as above, and one of Starlette's routing.
-    ("14", "GET /tasks", "positive_data_acceptance"): "an opaque cursor: a made-up one is a documented 422",
-    ("14", "POST /tasks", "negative_data_rejection"): "lax mode: `0` accepted as the boolean `done`",
-    ("14", "PATCH /tasks/{task_id}", "negative_data_rejection"): "lax mode: `0` accepted as the boolean `done`",
-    # Starlette routes by path before method: PATCH /tasks/export is PATCH /tasks/{task_id} with the id
-    # "export", a 422 (not an int), not the 405 the check expects for a method /tasks/export lacks.
-    ("14", "GET /tasks/export", "unsupported_method"): "PATCH/DELETE /tasks/export match /tasks/{task_id}: 422",
 }
 
 
@@ -75,8 +68,6 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     max_examples: int = 10
     excluded: dict[str, str] = field(default_factory=dict)  # "METHOD /path" -> reason
-    # Headers that need the served app (a token from its own login): called with the server's URL.
-    login: Callable[[str], dict[str, str]] | None = None
 
 
 @dataclass
@@ -94,10 +85,9 @@ def run_schemathesis(lesson: str, target: Target) -> Outcome:
     from schemathesis.engine import Status, events, from_schema
 
     with run_server(target.app, log_level="error") as server:
-        headers = {**target.headers, **(target.login(server.url) if target.login else {})}
         config = schemathesis.Config.from_dict({
             "seed": SEED,
-            "headers": headers,
+            "headers": target.headers,
             # database "none": no .hypothesis/ example store in the working directory, and no
             # replay of an earlier run's failures: the same cases on every machine
             "generation": {"max-examples": target.max_examples, "database": "none"},
@@ -291,50 +281,8 @@ def app_13(ns, stack):
     return Target(ns["build_app"](ns["Settings"](database_url=ns["DSN"])), max_examples=10)
 
 
-def app_14(ns, stack):
-    """The capstone service (capstone/taskservice): its own migrations, its own app factory, a real token."""
-    import sys
-
-    from alembic import command
-    from alembic.config import Config
-
-    from coursekit.deploy import free_port, new_private_key_pem
-
-    capstone = str(ROOT / "capstone")
-    if capstone not in sys.path:  # the package's import name is `taskservice` (PYTHONPATH=capstone)
-        sys.path.insert(0, capstone)
-        stack.callback(sys.path.remove, capstone)
-    from taskservice.main import create_app
-    from taskservice.settings import Settings
-
-    # Migrated in this process, as capstone/tests/conftest.py does (a subprocess cost ~2 s of CPU: Python,
-    # SQLAlchemy and the package imported again); env.py runs its own event loop: none is running here.
-    migrations = Config(str(ROOT / "capstone" / "alembic.ini"))
-    migrations.set_main_option("sqlalchemy.url", ns["db"].url.replace("%", "%%"))
-    command.upgrade(migrations, "head")
-    # No job worker runs: the welcome mails are only queued (the contract is the web app's). The SMTP
-    # port is one nobody listens on, should anything try to send from the web process.
-    settings = Settings(database_url=ns["db"].url, jwt_private_key=new_private_key_pem(), smtp_port=free_port())
-
-    def login(url: str) -> dict[str, str]:
-        import httpx
-
-        email, password = "schemathesis@example.com", secrets.token_urlsafe(16)
-        httpx.post(f"{url}/auth/signup", json={"email": email, "password": password}, timeout=30).raise_for_status()
-        token = httpx.post(f"{url}/auth/token", data={"username": email, "password": password}, timeout=30)
-        token.raise_for_status()
-        return {"Authorization": f"Bearer {token.json()['access_token']}"}
-
-    # argon2 on every sign-up and login: few examples (5: 237 cases, 9.9 s CPU; 10: 273 cases, 14.1 s)
-    return Target(create_app(settings), login=login, max_examples=5, excluded={
-        "GET /tasks/events": "an endless event stream by design (keep-alives, no end): a client reads it until it leaves",
-    })
-
-
 # Lessons whose app needs PostgreSQL: a throw-away embedded server is handed to the solution's cells as `db`.
-ON_POSTGRES = {"07", "12", "13", "14"}
-# Apps that are not a solution notebook's: the capstone is a package (capstone/taskservice).
-NOT_A_NOTEBOOK = {"14"}
+ON_POSTGRES = {"07", "12", "13"}
 # The solution's cells run up to the one that defines this name: after it come clean-up cells that
 # stop `db` (07, 12) or cells that grade the learner's tests (09), which the app does not need.
 UNTIL = {"07": "build_app", "09": "build_app", "12": "queue_position", "13": "build_app"}
@@ -354,7 +302,6 @@ APPS: dict[str, Callable[[dict, ExitStack], Target | list[Target]]] = {
     "12": app_12,
     "07": app_07,
     "13": app_13,
-    "14": app_14,
 }
 
 
@@ -366,7 +313,7 @@ def test_solution_app_keeps_its_openapi_promise(lesson, capsys):
         if lesson in ON_POSTGRES:
             preset = {"db": start_embedded_postgres(lesson)}
             stack.callback(preset["db"].stop)
-        ns = (preset or {}) if lesson in NOT_A_NOTEBOOK else solution_namespace(lesson, preset=preset, until=UNTIL.get(lesson))
+        ns = solution_namespace(lesson, preset=preset, until=UNTIL.get(lesson))
         built = APPS[lesson](ns, stack)
         for target in built if isinstance(built, list) else [built]:
             cpu_before = time.process_time()  # this process: schemathesis and the served app (its thread)

@@ -5,7 +5,7 @@
 - exercises/ and attempts/ are learners' work: never collected, even when
   someone types `pytest --nbval` from the project root.
 - xdist runs with --dist loadfile: all cells of one notebook on one worker, in order.
-  Each lesson's stub checks are a unit of their own, so they spread over the workers too.
+  Each generated exercise's stub run is an item of its lesson's corpus unit (one kernel for both).
 - Each lesson and solution gets a second Run All in nbval's kernel (tests/run_all_again.py).
 - nbval's kernels listen on unix sockets, not TCP ports (coursekit/kernels.py says why).
 """
@@ -29,7 +29,6 @@ collect_ignore_glob = ["exercises/*", "attempts/*", ".venv/*"]
 
 
 ONE_UNIT_PER_ITEM = {
-    "tests/test_exercise_stubs.py",
     "tests/test_openapi_contracts.py",  # one app per item: about 20-40 s each, mostly waiting on the app
 }
 

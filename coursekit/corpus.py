@@ -37,7 +37,8 @@ edit (file relative to the package, find, replace: find must be in the planted f
 The harness writes that copy to a folder of its own, points $COURSE_HUNT_SERVICE at it, and re-runs
 the notebook from the cell calling `service_under_test(` (which imports the package afresh).
 
-One kernel per exercise: the solution notebook runs once; each entry then re-executes the cells
+One kernel per exercise (in the suite it first runs the generated exercise, as `course check` would:
+tests/test_exercise_stubs.py judges that report): the solution notebook runs once; each entry then re-executes the cells
 holding its regions (entry code in place) and every following cell up to the last check cell,
 with only the named check for a wrong answer (check cells above the replaced regions run after
 them). A wrong answer whose check comes after its regions stops at the cell holding that check:
@@ -225,15 +226,79 @@ def _code_cell(source: str):
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:",
                     "--InteractiveShell.xmode=Minimal")
 
+def compile_each_source_once() -> None:
+    """(Run inside the corpus kernel, by CorpusRun, before the solution.) IPython's work on a cell's
+    TEXT is done once per distinct text; the code still runs every time.
+
+    The kernel runs the same cells hundreds of times (each entry re-runs its cells and its check
+    cell, and %%ipytest runs a check cell's body as a second cell). Before any code runs, IPython
+    tokenizes the text for its transforms, hashes it for the cell's file name (ipykernel's
+    pure-Python murmur2), compiles it once to see whether it needs top-level await, parses it and
+    compiles each statement: about 45 ms of CPU per run of a 30 kB check cell. Each of these is a
+    function of the text alone (and the compiler's flags, which are part of the key), so its result
+    is kept: the same text gives the same code objects, which run again as a module's code would.
+    The file names (tracebacks, checks.py's `_where_in_notebook`) are the ones ipykernel gives.
+    """
+    import ast
+    import codeop
+    import functools
+
+    import ipykernel.compiler
+    from IPython import get_ipython
+    from IPython.core import interactiveshell
+
+    shell = get_ipython()
+    manager = shell.input_transformer_manager
+    manager.transform_cell = functools.lru_cache(maxsize=None)(manager.transform_cell)
+    ipykernel.compiler.murmur2_x86 = functools.lru_cache(maxsize=None)(ipykernel.compiler.murmur2_x86)
+    interactiveshell._should_be_async = functools.lru_cache(maxsize=None)(interactiveshell._should_be_async)
+
+    compiler = shell.compile
+    base = type(compiler)
+    trees: dict[tuple, ast.Module] = {}
+    codes: dict[tuple, tuple[ast.AST, object]] = {}  # the statement is kept with its code: its id stays its own
+
+    class CompileOnce(base):
+        def ast_parse(self, source, filename="<unknown>", symbol="exec"):
+            if shell.ast_transformers:  # they may rewrite the tree: parse afresh
+                return super().ast_parse(source, filename, symbol)
+            key = (source, filename, symbol, self.flags)
+            if key not in trees:
+                trees[key] = super().ast_parse(source, filename, symbol)
+            tree = trees[key]
+            # a new module of the same statements (compiling never changes them)
+            return ast.Module(body=list(tree.body), type_ignores=tree.type_ignores)
+
+        def __call__(self, source, filename, symbol, **kwargs):
+            body = getattr(source, "body", None)
+            if kwargs or not isinstance(body, list) or len(body) != 1:
+                return super().__call__(source, filename, symbol, **kwargs)
+            key = (id(body[0]), type(source), filename, symbol, self.flags)
+            cached = codes.get(key)
+            if cached is not None and cached[0] is body[0]:
+                return cached[1]
+            code = super().__call__(source, filename, symbol)
+            if not any(code.co_flags & feature.compiler_flag for feature in codeop._features):
+                codes[key] = (body[0], code)  # (a __future__ import also changes the flags: compiled each time)
+            return code
+
+    compiler.__class__ = CompileOnce
+
+
 TIMED_OUT = "the cell did not finish: timed out or the kernel died"
+EXERCISE_TIMEOUT = 600  # a whole Run All of the exercise, as `course check` allows it
 SERVICE_CALL = "service_under_test("  # the incident hunt's cell that picks (and imports) the service under test
 
 
 class CorpusRun:
     """One kernel that has run a solution notebook, ready to try entries against its checks."""
 
-    def __init__(self, solution: Path, *, cell_timeout: float = 120, lesson: Lesson | None = None) -> None:
+    def __init__(self, solution: Path, *, cell_timeout: float = 120, lesson: Lesson | None = None,
+                 exercise: Path | None = None) -> None:
         self.solution = Path(solution)
+        # The generated exercise, run first in the fresh kernel (see _check_exercise); its Report here.
+        self.exercise = Path(exercise) if exercise is not None else None
+        self.exercise_report = None
         self.lesson = lesson  # needed for an incident hunt's patch entries (its incidents file)
         self._copies = 0
         self.notebook = read_notebook(self.solution)
@@ -286,10 +351,51 @@ class CorpusRun:
                PLAIN_ASSERTS_ENV: "1"}
         self._kernel = self._client.setup_kernel(env=env)
         self._kernel.__enter__()
+        setup = _code_cell(f"__import__({__name__!r}, fromlist=['_']).compile_each_source_once()")  # no name left behind
+        self._client.execute_cell(setup, 0)
+        if problem := _first_error(setup):
+            self.__exit__(None, None, None)
+            raise CourseError(f"the corpus kernel could not be set up: {problem}")
+        if self.exercise is not None and self.exercise_report is None:
+            try:
+                self._check_exercise()
+            except BaseException:
+                self._kernel.__exit__(None, None, None)
+                self._kernel = None
+                raise
         errors = self._run(range(0, self.last_check + 1), {}, skip_checks=True)
         if errors:
             self.__exit__(None, None, None)
             raise CourseError(f"{self.solution}: the solution itself fails before its checks: {errors[0]}")
+
+    def _check_exercise(self) -> None:
+        """Run All of the generated exercise, as `course check` runs it (coursekit.runner.run_cells and
+        report_of), in this kernel while it is fresh: nothing has run in it but compile_each_source_once.
+        The exercise runs in its own folder; the solution then runs in the same kernel, as a second
+        Run All would, and the entries after it. One kernel start and the imports of the exercise's
+        stack serve both (tests/test_exercise_stubs.py judges the report)."""
+        import nbformat
+
+        from coursekit.runner import expected_checks, report_of, run_cells
+
+        notebook = read_notebook(self.exercise)
+        expected = expected_checks(self.exercise, notebook, self.lesson)
+        present = set(notebook_check_ids(notebook))
+        self._chdir(self.exercise.parent.resolve())
+        try:
+            run = run_cells(self._client, nbformat.reads(json.dumps(notebook), as_version=4), self.report,
+                            cell_timeout=self.cell_timeout, deadline=time.monotonic() + EXERCISE_TIMEOUT,
+                            total_timeout=EXERCISE_TIMEOUT)
+        finally:
+            self._client.timeout = self.cell_timeout
+            self._chdir(self.solution.parent.resolve())
+        self.exercise_report = report_of(self.exercise, run, expected, present)
+
+    def _chdir(self, folder: Path) -> None:
+        cell = _code_cell(f"import os as _os; _os.chdir({str(folder)!r}); del _os")
+        self._client.execute_cell(cell, 0)
+        if problem := _first_error(cell):
+            raise CourseError(f"the corpus kernel could not change to {folder}: {problem}")
 
     def _fresh_kernel(self) -> None:
         """Replace the kernel by a new one that has run the solution again.
@@ -564,12 +670,14 @@ def in_run_order(entries: list[Entry], solution: Path) -> list[Entry]:
     return sorted(entries, key=first_cell, reverse=True)
 
 
-def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
-    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first)."""
+def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None, *, exercise: bool = False):
+    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first); with `exercise`, its kernel
+    runs the generated exercise first (CorpusRun.exercise_report, which `corpus_run` holds afterwards)."""
     path = corpus_path(lesson, root)
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
     entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
-    with CorpusRun(lesson.solution, lesson=lesson) as run:
+    with CorpusRun(lesson.solution, lesson=lesson, exercise=lesson.exercise if exercise else None) as run:
+        run_corpus.last_run = run
         for entry in entries:
             yield run.judge(entry, entries)

@@ -168,7 +168,6 @@ def execute(
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     from coursekit.kernels import AsyncUnixSocketKernelManager
 
@@ -191,60 +190,71 @@ def execute(
             resources={"metadata": {"path": str(workdir or path.parent.resolve())}},
         )
         results: list[RunResult] = []
-        payloads: dict[int, list] = {}
-        kernel_exit = None
         deadline = time.monotonic() + total_timeout
         with _kernel_started(client, env):
             for _ in range(runs):
-                started = time.monotonic()
-                errors: list[str] = []
-                for index, cell in enumerate(notebook.cells):
-                    if cell.cell_type != "code":
-                        continue
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        errors.append(f"cell {index + 1}: not run, the notebook's time limit ({total_timeout:.0f} s) was used up")
-                        break
-                    client.timeout = max(1, int(min(cell_timeout, left)))  # nbclient: an int (a float raises TraitError)
-                    cell.outputs = []
-                    size_before = _report_size(report_file)
-                    try:
-                        client.execute_cell(cell, index)
-                    except CellTimeoutError:
-                        errors.append(_timed_out(index, client.timeout))
-                        continue
-                    except DeadKernelError:
-                        errors.append(f"cell {index + 1}: the kernel died (out of memory, or the process exited)")
-                        kernel_exit = _exit_code(client)
-                        break
-                    finally:
-                        if sealed and _is_check_cell(cell):
-                            payloads[index] = [o["data"][RESULTS_MIMETYPE] for o in cell.outputs
-                                               if o.get("output_type") == "display_data" and RESULTS_MIMETYPE in o.get("data", {})]
-                    problem = _first_error(cell)
-                    if problem is not None and problem.startswith("KeyboardInterrupt"):
-                        # nbclient interrupted the kernel at the time limit (interrupt_on_timeout)
-                        errors.append(_timed_out(index, client.timeout))
-                        continue
-                    if problem is None or problem.startswith("NotImplementedError: not done yet"):
-                        continue  # a stub raising is the exercise's normal state, not a problem
-                    if _is_check_cell(cell) and (payloads.get(index) or _report_size(report_file) > size_before):
-                        continue  # checks ran and reported: failing checks are results, not problems
-                    errors.append(f"cell {index + 1}: {problem}")
-                recorded = []
-                if report_file.exists():
-                    recorded = [json.loads(line) for line in report_file.read_text(encoding="utf-8").splitlines() if line]
-                    report_file.unlink()
-                results.append(
-                    RunResult(
-                        checks=[CheckResult(r["id"], r["status"], r["message"]) for r in recorded],
-                        cell_errors=errors,
-                        seconds=time.monotonic() - started,
-                        payloads=payloads,
-                        kernel_exit=kernel_exit,
-                    )
-                )
+                results.append(run_cells(client, notebook, None if sealed else report_file, cell_timeout=cell_timeout,
+                                         deadline=deadline, total_timeout=total_timeout, sealed=sealed))
     return results
+
+
+def run_cells(client, notebook, report_file: Path | None, *, cell_timeout: float, deadline: float,
+              total_timeout: float, sealed: bool = False) -> RunResult:
+    """One Run All of `notebook` (an nbformat node) in the kernel of `client` (see execute).
+
+    The checks' results are read from `report_file` (the kernel's COURSE_CHECK_REPORT), which is
+    then removed; sealed runs keep each check cell's results messages instead.
+    """
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    payloads: dict[int, list] = {}
+    kernel_exit = None
+    started = time.monotonic()
+    errors: list[str] = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            errors.append(f"cell {index + 1}: not run, the notebook's time limit ({total_timeout:.0f} s) was used up")
+            break
+        client.timeout = max(1, int(min(cell_timeout, left)))  # nbclient: an int (a float raises TraitError)
+        cell.outputs = []
+        size_before = _report_size(report_file) if report_file else 0
+        try:
+            client.execute_cell(cell, index)
+        except CellTimeoutError:
+            errors.append(_timed_out(index, client.timeout))
+            continue
+        except DeadKernelError:
+            errors.append(f"cell {index + 1}: the kernel died (out of memory, or the process exited)")
+            kernel_exit = _exit_code(client)
+            break
+        finally:
+            if sealed and _is_check_cell(cell):
+                payloads[index] = [o["data"][RESULTS_MIMETYPE] for o in cell.outputs
+                                   if o.get("output_type") == "display_data" and RESULTS_MIMETYPE in o.get("data", {})]
+        problem = _first_error(cell)
+        if problem is not None and problem.startswith("KeyboardInterrupt"):
+            # nbclient interrupted the kernel at the time limit (interrupt_on_timeout)
+            errors.append(_timed_out(index, client.timeout))
+            continue
+        if problem is None or problem.startswith("NotImplementedError: not done yet"):
+            continue  # a stub raising is the exercise's normal state, not a problem
+        if _is_check_cell(cell) and (payloads.get(index) or (report_file and _report_size(report_file) > size_before)):
+            continue  # checks ran and reported: failing checks are results, not problems
+        errors.append(f"cell {index + 1}: {problem}")
+    recorded = []
+    if report_file and report_file.exists():
+        recorded = [json.loads(line) for line in report_file.read_text(encoding="utf-8").splitlines() if line]
+        report_file.unlink()
+    return RunResult(
+        checks=[CheckResult(r["id"], r["status"], r["message"]) for r in recorded],
+        cell_errors=errors,
+        seconds=time.monotonic() - started,
+        payloads=payloads,
+        kernel_exit=kernel_exit,
+    )
 
 
 def _exit_code(client) -> int | None:
@@ -320,6 +330,11 @@ def check(
         notebook, edited = with_original_checks(notebook, read_notebook(lesson.solution))
         present = set(expected)
     run = execute(path, cell_timeout=cell_timeout, total_timeout=total_timeout, notebook_data=notebook)[0]
+    return report_of(path, run, expected, present, edited)
+
+
+def report_of(path: Path, run: RunResult, expected: list[str], present: set[str], edited: bool = False) -> Report:
+    """The Report of one Run All: every expected check, in order, then the checks a learner added."""
     got: dict[str, CheckResult] = {}
     for result in run.checks:
         got[result.id] = result  # the last run of a check wins (a cell run twice)

@@ -126,6 +126,8 @@ class CorpusFile(pytest.File):
     def collect(self):
         from coursekit.corpus import in_run_order, lesson_by_key, load
 
+        # first the generated exercise, run in the kernel while it is fresh (tests/test_exercise_stubs.py)
+        yield StubRun.from_parent(self, name="stub::every_check_is_not_started")
         for entry in in_run_order(load(self.path), lesson_by_key(self.path.stem, ROOT).solution):
             yield CorpusEntry.from_parent(self, name=f"{entry.kind}::{entry.id}", entry=entry)
 
@@ -133,7 +135,9 @@ class CorpusFile(pytest.File):
         from coursekit.corpus import CorpusRun, lesson_by_key
 
         lesson = lesson_by_key(self.path.stem, ROOT)
-        self.run = CorpusRun(lesson.solution, lesson=lesson).__enter__()
+        stub_selected = any(isinstance(item, StubRun) and item.parent is self for item in self.session.items)
+        self.run = CorpusRun(lesson.solution, lesson=lesson,
+                             exercise=lesson.exercise if stub_selected else None).__enter__()
 
     def selected_entries(self):
         """This file's entries that this run selected (-k may leave some out)."""
@@ -166,6 +170,19 @@ class CorpusEntry(pytest.Item):
 
 class CorpusEntryFailed(Exception):
     pass
+
+
+class StubRun(pytest.Item):
+    """The generated exercise's Run All (the corpus kernel ran it first): every check not-started."""
+
+    def runtest(self):
+        from coursekit.corpus import lesson_by_key
+        from tests.test_exercise_stubs import assert_the_stub_reports_not_started
+
+        assert_the_stub_reports_not_started(lesson_by_key(self.path.stem, ROOT), self.parent.run.exercise_report)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}::{self.name}"
 
 
 def pytest_collect_file(file_path, parent):

@@ -278,3 +278,53 @@ def test_the_corpus_kernel_runs_checks_without_assert_rewriting_and_a_learners_r
     learners = {c.id: c for c in check(path).checks}["test_bare_assert"]
     assert learners.status == "failed", learners
     assert learners.message.startswith("a bare assert said 'assert 4 == 5"), learners.message
+
+
+def test_the_corpus_kernel_compiles_each_text_once_and_runs_it_every_time(tmp_path):
+    # compile_each_source_once: IPython's transforms, the cell's file name, its parse and its code
+    # objects are kept per text; the code itself runs on every entry, and a changed text is new code.
+    path = write_notebook(tmp_path / "solutions" / "06_x.ipynb", [
+        ("code", SETUP), ("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        ("code", "%%ipytest\n\nimport builtins\nbuiltins.check_cell_runs = getattr(builtins, 'check_cell_runs', 0) + 1\n\n\n"
+                 "def test_double():\n    assert double(2) == 4, f'double(2) gave {double(2)}, expected 4'"),
+    ])
+    with CorpusRun(path) as run:
+        assert kernel_value(run, "type(get_ipython().compile).__name__") == "'CompileOnce'"
+        for answer in ("return x + 1", "return x + 1", "return x - 1"):
+            result = run.try_entry(wrong("test_double", answer, message="expected 4"))
+            assert result.ok, result.summary
+        assert result.checks == {"test_double": ("failed", "double(2) gave 1, expected 4")}  # the third text ran
+        assert kernel_value(run, "builtins.check_cell_runs") == "3"  # once per entry
+        hits = kernel_value(run, "get_ipython().input_transformer_manager.transform_cell.cache_info().hits")
+        assert int(hits) > 0
+        # a crash is still located in the learner's cell (the file names are ipykernel's own)
+        crash = run.try_entry(wrong("test_double", "return x.upper()"))
+        assert "raised in double: `return x.upper()`" in crash.summary, crash.summary
+
+
+def test_the_exercise_runs_first_in_the_fresh_kernel_as_course_check_runs_it(tmp_path):
+    # CorpusRun(exercise=...): the generated exercise's Run All, in its own folder, before the solution;
+    # its report is `course check`'s (a NameError in a check is an error there, not hidden by the
+    # solution's definitions, which come after), and the entries are judged on the solution as before.
+    from coursekit.checks import NOT_DONE_MARK
+
+    path = write_notebook(tmp_path / "solutions" / "97_x.ipynb", [
+        ("code", SETUP), ("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        ("code", "helper = lambda: 1"),
+        ("code", "%%ipytest\n\nimport os\n\n\ndef test_double():\n    assert double(2) == 4, f'double(2) gave {double(2)}, expected 4'\n\n\n"
+                 "def test_helper():\n    assert helper() == 1, 'helper() must be 1'\n\n\n"
+                 "def test_folder():\n    assert os.path.basename(os.getcwd()) == 'solutions', os.getcwd()"),
+    ])
+    exercise = write_notebook(tmp_path / "exercises" / "97_x.ipynb", [
+        ("code", SETUP), ("code", f"def double(x):\n    raise NotImplementedError('{NOT_DONE_MARK}: double it')"),
+        ("code", "%%ipytest\n\nimport os\n\n\ndef test_double():\n    assert double(2) == 4, 'x'\n\n\n"
+                 "def test_helper():\n    assert helper() == 1, 'helper() must be 1'\n\n\n"
+                 "def test_folder():\n    assert os.path.basename(os.getcwd()) == 'exercises', os.getcwd()"),
+    ])
+    with CorpusRun(path, exercise=exercise) as run:
+        statuses = {c.id: c.status for c in run.exercise_report.checks}
+        assert statuses == {"test_double": "not-started", "test_helper": "error", "test_folder": "passed"}, statuses
+        assert "NameError" in {c.id: c.message for c in run.exercise_report.checks}["test_helper"]
+        result = run.try_entry(wrong("test_double", "return x + 1", message="expected 4"))
+        assert result.ok, result.summary
+        assert run.try_entry(right(double="return x + x")).ok  # test_folder too: back in the solution's folder

@@ -1,6 +1,6 @@
 """The course's invariants: manifest and folders agree, notebooks are clean.
 The slow ones (each notebook executed) are nbval itself, the second Run All it is followed by
-(run_all_again.py) and test_exercise_stubs.py."""
+(run_all_again.py) and the corpora (tests/corpus/, each with its exercise's stub run)."""
 
 import json
 from pathlib import Path

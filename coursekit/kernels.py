@@ -15,12 +15,15 @@ manager's and the kernel's differ), so the connection file gets an absolute name
 A socket's path must fit sockaddr_un (108 bytes on Linux, 104 on macOS): where the runtime folder is
 too deep for that, and where unix sockets are not POSIX (Windows), the kernel keeps tcp. JupyterLab
 starts learners' kernels with its own managers: this changes nothing there.
+
+These kernels also start without ipykernel's debugger (coursekit/kernel_launcher.py says why).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
@@ -43,6 +46,13 @@ class UnixSocketKernelManager(KernelManager):
     def _unix_sockets_where_they_fit(self) -> str:
         longest = os.path.splitext(self.connection_file)[0] + "-ipc-99"
         return "ipc" if os.name == "posix" and len(os.fsencode(longest)) <= SOCKET_PATH_MAX else "tcp"
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        command = super().format_kernel_cmd(extra_arguments)
+        # ipykernel's own kernel on this Python: the same launcher, without the debugger's imports
+        if command[:3] == [sys.executable, "-m", "ipykernel_launcher"]:
+            command[1:3] = ["-m", "coursekit.kernel_launcher"]
+        return command
 
 
 class AsyncUnixSocketKernelManager(UnixSocketKernelManager, AsyncKernelManager):

@@ -5,6 +5,7 @@ connection took one (`ZMQError: Address already in use` at kernel start). Each k
 asked here, from inside the kernel it started, what the kernel listens on.
 """
 
+import json
 import os
 import stat
 import tempfile
@@ -94,3 +95,48 @@ def test_jupyter_clients_default_names_ipc_sockets_relative_to_the_working_folde
 
     assert KernelManager(transport="ipc").ip == "kernel-ipc"
 
+
+
+# What a cell sees of the kernel's start (asked in each kernel below).
+KERNEL_FACTS = """
+import json, sys
+print(json.dumps({"path": sys.path, "main": sys.modules["__main__"].__name__, "launcher": sys.argv[0],
+                  "debugpy_imported": sys.modules.get("debugpy") is not None}))
+"""
+
+
+def kernel_facts(manager, folder) -> tuple[dict, list[str]]:
+    """A cell's view of sys.path and the launcher, and the features the kernel_info reply lists."""
+    manager.start_kernel(cwd=str(folder))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        features = client.kernel_info(reply=True, timeout=60)["content"].get("supported_features", [])
+        printed = []
+        reply = client.execute_interactive(KERNEL_FACTS, timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return json.loads("".join(printed)), features
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_the_suites_kernels_are_ipykernels_own_without_its_debugger(tmp_path):
+    """coursekit/kernel_launcher.py: the same kernel as `python -m ipykernel_launcher` (sys.path, __main__),
+    without debugpy's imports (~0.1 s of CPU per kernel start)."""
+    from jupyter_client.manager import KernelManager
+
+    class IpykernelsLauncher(UnixSocketKernelManager):  # the control: unix sockets too, ipykernel's command
+        def format_kernel_cmd(self, extra_arguments=None):
+            return KernelManager.format_kernel_cmd(self, extra_arguments)
+
+    ours, ours_features = kernel_facts(UnixSocketKernelManager(kernel_name="python3"), tmp_path)
+    theirs, their_features = kernel_facts(IpykernelsLauncher(kernel_name="python3"), tmp_path)
+    assert theirs["launcher"].endswith("ipykernel_launcher.py") and theirs["debugpy_imported"]
+    assert "debugger" in their_features  # the control: ipykernel's own launcher loads its debugger
+    assert ours["launcher"].endswith(os.path.join("coursekit", "kernel_launcher.py"))
+    assert not ours["debugpy_imported"] and "debugger" not in ours_features
+    assert (ours["path"], ours["main"]) == (theirs["path"], theirs["main"])
+    assert "" in ours["path"]  # the working folder, as IPython puts it back after the launcher took it off

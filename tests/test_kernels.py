@@ -140,3 +140,54 @@ def test_the_suites_kernels_are_ipykernels_own_without_its_debugger(tmp_path):
     assert not ours["debugpy_imported"] and "debugger" not in ours_features
     assert (ours["path"], ours["main"]) == (theirs["path"], theirs["main"])
     assert "" in ours["path"]  # the working folder, as IPython puts it back after the launcher took it off
+
+
+def test_a_kernel_is_ready_once_its_kernel_info_is_idle_and_stopped_without_tenth_second_polls(tmp_path, monkeypatch):
+    """coursekit/kernels.py: no 0.2 s of IOPub silence to wait out after kernel_info, no 0.1 s polls of a
+    stopping kernel; IOPub connected when ready all the same, nothing of kernel_info left to read."""
+    import asyncio
+    from queue import Empty
+
+    manager = UnixSocketKernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    sleeps, iopub_reads = [], []
+    read = client.iopub_channel.get_msg
+
+    def recorded_read(*args, **kwargs):
+        try:
+            message = read(*args, **kwargs)
+        except Empty:
+            iopub_reads.append("nothing came")
+            raise
+        iopub_reads.append(message["msg_type"])
+        return message
+
+    try:
+        monkeypatch.setattr(client.iopub_channel, "get_msg", recorded_read)
+        client.wait_for_ready(timeout=60)
+        monkeypatch.undo()
+        # ready on a message (kernel_info's idle status), not on a timeout of silence
+        assert iopub_reads and iopub_reads[-1] == "status", iopub_reads
+        try:
+            left = client.iopub_channel.get_msg(timeout=0.5)
+        except Empty:
+            left = None
+        assert left is None, f"left on IOPub after ready: {left['msg_type']} {left['content']}"
+        printed = []
+        reply = client.execute_interactive("print('connected')", timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        assert reply["content"]["status"] == "ok" and printed == ["connected\n"]
+    finally:
+        real_sleep = asyncio.sleep
+
+        async def recorded_sleep(seconds, *args, **kwargs):
+            sleeps.append(seconds)
+            return await real_sleep(seconds, *args, **kwargs)
+
+        monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert not manager.is_alive()
+    assert all(seconds <= 0.01 for seconds in sleeps), sleeps

@@ -63,7 +63,7 @@ def pytest_sessionstart(session) -> None:
         warnings.warn(f"coursekit.pytest_startup: the workers compile the test modules each ({type(exc).__name__}: {exc})")
 
 
-def test_modules(config) -> list[Path]:
+def modules_to_rewrite(config) -> list[Path]:
     """The files the workers will rewrite when they collect: conftests and test files under the run's paths."""
     patterns = [*config.getini("python_files"), "conftest.py"]
     skipped = config.getini("norecursedirs")
@@ -72,8 +72,9 @@ def test_modules(config) -> list[Path]:
     for arg in config.args:
         start = Path(arg.split("::", 1)[0])
         start = start if start.is_absolute() else Path(config.invocation_params.dir) / start
-        if start.is_file():
-            found.add(start)
+        if start.is_file():  # named on the command line: pytest rewrites it whatever its name, if it is Python
+            if start.suffix == ".py":
+                found.add(start)
             continue
         for folder, dirs, files in os.walk(start):
             dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in skipped)]
@@ -92,7 +93,7 @@ def precompile(config) -> tuple[int, int]:
 
     state = config.stash[rewrite.assertstate_key]
     rewritten = 0
-    for module in test_modules(config):
+    for module in modules_to_rewrite(config):
         pyc = rewrite.get_cache_dir(module) / (module.name[:-3] + rewrite.PYC_TAIL)
         if rewrite._read_pyc(module, pyc) is not None:
             continue

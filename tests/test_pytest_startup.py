@@ -11,8 +11,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from coursekit.pytest_startup import _plain_pyc_is_current
+from coursekit.pytest_startup import _plain_pyc_is_current, modules_to_rewrite
 from tests.conftest import ROOT
 
 # Loaded by each pytest process (`-p recorder`): every file of the project it rewrites, one line in a file named by its role.
@@ -81,3 +82,17 @@ def test_the_worker_reads_what_the_controller_compiled_and_an_edit_is_compiled_a
     helper.write_text("TWO = 1 + 1\n")
     assert rewrites_by_process(project, tmp_path / "edited", "-p", "coursekit.pytest_startup") == {"controller": ["test_sample.py"]}
     assert _plain_pyc_is_current(helper, helper_pyc)
+
+
+def test_what_the_controller_compiles_is_what_the_workers_rewrite(tmp_path):
+    """conftests and test files under the run's folders (not under norecursedirs), and Python files named on
+    the command line; never a notebook named there (it parses as Python: its pyc would be junk in notebooks/)."""
+    for path in ("conftest.py", "tests/conftest.py", "tests/test_a.py", "tests/helper.py", "tests/deep/b_test.py",
+                 "tests/build/test_copy.py", "notebooks/01_x.ipynb", "scripts/check_x.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x = 1\n")
+    ini = {"python_files": ["test_*.py", "*_test.py"], "norecursedirs": ["build"]}
+    config = SimpleNamespace(getini=ini.__getitem__, rootpath=tmp_path, invocation_params=SimpleNamespace(dir=tmp_path),
+                             args=["tests", "notebooks/01_x.ipynb", "scripts/check_x.py::test_it"])
+    found = [path.relative_to(tmp_path).as_posix() for path in modules_to_rewrite(config)]
+    assert found == ["conftest.py", "scripts/check_x.py", "tests/conftest.py", "tests/deep/b_test.py", "tests/test_a.py"]

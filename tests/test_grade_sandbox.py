@@ -456,6 +456,23 @@ def test_without_bwrap_grading_refuses_in_one_line(tmp_path):
     assert "--unsafe-no-sandbox" in done.stderr
 
 
+def test_a_root_grader_makes_sandbox_folders_that_nobody_can_reach(tmp_path, monkeypatch):
+    """As root, bwrap runs as `nobody`: under a TMPDIR closed to others (the suite's 0700 session folder
+    on /dev/shm) every sandbox once failed to start ("Can't find source path ...: Permission denied")."""
+    import tempfile
+
+    from coursekit.sandbox import _run_dir_parent
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(closed))
+    assert _run_dir_parent() == ("/tmp" if os.geteuid() == 0 else None)
+    with tempfile.TemporaryDirectory(dir="/tmp") as open_to_all:  # it, /tmp and /: all open to others
+        os.chmod(open_to_all, 0o755)
+        monkeypatch.setattr(tempfile, "tempdir", open_to_all)
+        assert _run_dir_parent() is None  # the system's temporary folder stays the one used
+
+
 def test_unsafe_no_sandbox_is_loud_and_grades_the_same(grade_runs, tmp_path):
     # the module's batches run meanwhile (grade_runs started them): this one does not wait for them
     honest = Path(grade_runs["paths"]["sibling"])

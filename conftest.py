@@ -8,9 +8,13 @@
   Each generated exercise's stub run is an item of its lesson's corpus unit (one kernel for both).
 - Each lesson and solution gets a second Run All in nbval's kernel (tests/run_all_again.py).
 - nbval's kernels listen on unix sockets, not TCP ports (coursekit/kernels.py says why).
+- Scratch files go to a folder on a tmpfs where there is one (scratch_on_tmpfs below).
 """
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbval.kernel
@@ -26,6 +30,41 @@ nbval.kernel.KernelManager = UnixSocketKernelManager
 pytest_plugins = ["tests.run_all_again"]
 
 collect_ignore_glob = ["exercises/*", "attempts/*", ".venv/*"]
+
+
+# Lessons, checks and tests make throwaway SQLite databases, PostgreSQL data folders and project copies
+# under tempfile.gettempdir(). On a disk each SQLite commit waits for its fsync: 29 ms per commit on this
+# kind of machine under the suite's load, 0.4 ms on a tmpfs. The first pytest process (the controller)
+# makes one folder on /dev/shm for the session and removes it at the end; xdist workers, kernels and
+# every subprocess inherit TMPDIR, and a nested pytest (lesson 09) keeps its parent's folder.
+SCRATCH_ENV = "COURSE_PYTEST_SCRATCH"
+SCRATCH_MIN_FREE = 2 * 2**30  # room for the PostgreSQL data folders that run at once, with margin
+_scratch_made_here: str | None = None
+
+
+def scratch_on_tmpfs(mounts: Path = Path("/proc/mounts"), shm: Path = Path("/dev/shm")) -> str | None:
+    """Point TMPDIR at a new folder on /dev/shm when it is a tmpfs with room; the folder, or None."""
+    if os.environ.get(SCRATCH_ENV):
+        return None
+    try:
+        on_tmpfs = any(line.split()[1:3] == [str(shm), "tmpfs"] for line in mounts.read_text().splitlines())
+        stats = os.statvfs(shm)
+    except OSError:  # no /proc (macOS) or no /dev/shm: the system's temporary folder, as before
+        return None
+    if not on_tmpfs or stats.f_bavail * stats.f_frsize < SCRATCH_MIN_FREE:
+        return None
+    folder = tempfile.mkdtemp(prefix="course-pytest-", dir=shm)
+    os.environ["TMPDIR"] = os.environ[SCRATCH_ENV] = folder
+    tempfile.tempdir = None  # gettempdir() looks again, at TMPDIR
+    return folder
+
+
+_scratch_made_here = scratch_on_tmpfs()
+
+
+def pytest_unconfigure(config) -> None:
+    if _scratch_made_here:
+        shutil.rmtree(_scratch_made_here, ignore_errors=True)
 
 
 ONE_UNIT_PER_ITEM = {

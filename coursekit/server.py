@@ -7,6 +7,9 @@ mid-stream. A real server on 127.0.0.1 shows what a real client sees.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import threading
 import time
@@ -21,6 +24,7 @@ import uvicorn
 # it to tell a stub's "not done yet" behind a 500 from a real failure.
 RECENT_APP_ERRORS: list[BaseException] = []
 _MAX_RECENT = 50
+_uvicorn_log = logging.getLogger("uvicorn.error")  # where uvicorn's own server messages go
 
 
 @dataclass
@@ -35,6 +39,69 @@ class RunningServer:
 
 class ServerStartError(RuntimeError):
     pass
+
+
+class _PromptServer(uvicorn.Server):
+    """uvicorn's Server without its fixed waits on the way out (uvicorn 0.54): its main loop looks at
+    `should_exit` every 0.1 s, and its shutdown sleeps 0.1 s after asking the connections to close, then polls
+    them, and the tasks, every 0.1 s. Up to 0.3 s per stop: lessons and checks start a server per cell or per
+    check, hundreds in the suite. Here `stop()` wakes the main loop at once and the shutdown polls every 5 ms;
+    what it waits for is unchanged (connections closed, tasks done, at most timeout_graceful_shutdown, then
+    the lifespan's shutdown)."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop_requested: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        """Ask the server to exit, from any thread."""
+        self.should_exit = True
+        loop, stop_requested = self._loop, self._stop_requested
+        if loop is not None and stop_requested is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed: nothing to wake
+                loop.call_soon_threadsafe(stop_requested.set)
+
+    async def main_loop(self) -> None:
+        self._stop_requested = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):  # a tick every 0.1 s, as uvicorn's (the Date header)
+                await asyncio.wait_for(self._stop_requested.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn.Server.shutdown, its fixed sleep(0.1) and 0.1 s polls replaced by the 5 ms polls below
+        _uvicorn_log.info("Shutting down")
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        try:
+            await asyncio.wait_for(self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown)
+        except asyncio.TimeoutError:
+            _uvicorn_log.error(
+                "Cancel %s running task(s), timeout graceful shutdown exceeded", len(self.server_state.tasks)
+            )
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _wait_tasks_to_complete(self) -> None:
+        if self.server_state.connections and not self.force_exit:
+            _uvicorn_log.info("Waiting for connections to close. (CTRL+C to force quit)")
+        while self.server_state.connections and not self.force_exit:
+            await asyncio.sleep(0.005)
+        if self.server_state.tasks and not self.force_exit:
+            _uvicorn_log.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+        while self.server_state.tasks and not self.force_exit:
+            await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
 
 
 def _recording(app: Any, errors: list[BaseException]) -> Any:
@@ -106,7 +173,7 @@ def run_server(
         timeout_graceful_shutdown=shutdown_timeout,
         **config_kwargs,
     )
-    server = uvicorn.Server(config)
+    server = _PromptServer(config)
     crash: list[BaseException] = []
 
     def serve() -> None:
@@ -129,7 +196,7 @@ def run_server(
             time.sleep(0.005)
         yield running
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(shutdown_timeout + 2)
         if thread.is_alive():  # a connection that would not close: stop without waiting
             server.force_exit = True

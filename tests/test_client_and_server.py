@@ -77,6 +77,32 @@ def test_run_server_serves_on_loopback_and_stops_cleanly():
     assert new_threads(threads_before) == set(), "the server thread leaked"
 
 
+def test_run_server_lets_a_request_in_flight_finish_when_it_stops():
+    # run_server's uvicorn stops without uvicorn's fixed 0.1 s waits (coursekit.server._PromptServer): what it waits
+    # for must be the same, a response being sent when the block ends is still sent whole, and the lifespan ends after
+    import asyncio
+
+    events: list[str] = []
+    app = make_app(events)
+    started = threading.Event()
+
+    @app.get("/slow")
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        events.append("answered")
+        return "done"
+
+    answers: list[httpx.Response] = []
+    with run_server(app) as server:
+        client = threading.Thread(target=lambda: answers.append(httpx.get(f"{server.url}/slow", timeout=30)))
+        client.start()
+        assert started.wait(30), "the request never reached the app"
+    client.join(30)
+    assert [(r.status_code, r.json()) for r in answers] == [(200, "done")]
+    assert events == ["startup", "answered", "shutdown"]
+
+
 def test_run_server_stops_when_the_body_raises():
     threads_before = set(threading.enumerate())
     with pytest.raises(ZeroDivisionError):
@@ -142,3 +168,58 @@ def test_run_server_connections_have_tcp_nodelay():
             ]
             assert len(accepted) == 1, "the server's end of the connection was not found"
             assert accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def _app_with_a_held_route(arrived: threading.Event, hold_s: float | None) -> tuple[FastAPI, list[str]]:
+    """/held answers after hold_s seconds (None: never); `arrived` is set when a request reaches it."""
+    import asyncio
+
+    events: list[str] = []
+    app = make_app(events)
+
+    @app.get("/held")
+    async def held() -> dict:
+        arrived.set()
+        if hold_s is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(hold_s)
+        return {"held": hold_s}
+
+    return app, events
+
+
+def _get_in_a_thread(url: str) -> tuple[threading.Thread, list]:
+    outcome: list = []
+
+    def get() -> None:
+        try:
+            outcome.append(httpx.get(url, timeout=30))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread, outcome
+
+
+def test_run_server_stop_lets_an_open_response_finish_then_cuts_one_past_shutdown_timeout():
+    """run_server's quick stop keeps uvicorn's graceful shutdown: a response in progress is finished, one still
+    running after `shutdown_timeout` is cancelled, and the lifespan's shutdown runs either way."""
+    arrived = threading.Event()
+    app, events = _app_with_a_held_route(arrived, hold_s=0.3)
+    with run_server(app, log_level="critical") as server:
+        client, outcome = _get_in_a_thread(f"{server.url}/held")
+        assert arrived.wait(30), "the request never reached the app"
+    client.join(30)
+    assert isinstance(outcome[0], httpx.Response) and outcome[0].json() == {"held": 0.3}, outcome
+    assert events == ["startup", "shutdown"]
+
+    arrived = threading.Event()
+    app, events = _app_with_a_held_route(arrived, hold_s=None)
+    with run_server(app, log_level="critical", shutdown_timeout=0.2) as server:
+        client, outcome = _get_in_a_thread(f"{server.url}/held")
+        assert arrived.wait(30), "the request never reached the app"
+    client.join(30)
+    assert not (isinstance(outcome[0], httpx.Response) and outcome[0].status_code == 200), outcome
+    assert events == ["startup", "shutdown"]
+    assert not _port_open(server.port)

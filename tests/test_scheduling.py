@@ -41,3 +41,32 @@ def test_the_committed_measurements_name_units_that_exist():
     gone = [unit for unit in seconds if not (ROOT_DIR / unit.split("::")[0]).is_file()]
     assert not gone, (f"tests/unit_seconds.json names units that no longer exist: {gone}; remove them, or measure again: "
                       "`pytest -n0 -p tests.measure_units --unit-seconds=tests/unit_seconds.json <paths>`")
+
+
+def test_the_suite_keeps_its_scratch_files_on_a_tmpfs_where_there_is_one(tmp_path, monkeypatch):
+    """conftest.scratch_on_tmpfs: this process (a worker or the controller) and what it starts use the
+    session's folder on /dev/shm when it is a tmpfs; elsewhere the system's temporary folder, unchanged."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from conftest import SCRATCH_ENV, scratch_on_tmpfs
+
+    mounts = Path("/proc/mounts")
+    shm_is_tmpfs = mounts.exists() and any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in mounts.read_text().splitlines())
+    if shm_is_tmpfs:
+        folder = os.environ[SCRATCH_ENV]
+        assert Path(folder).parent == Path("/dev/shm") and tempfile.gettempdir() == folder
+        assert str(tmp_path).startswith(folder + "/")
+        child = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"], capture_output=True, text=True, check=True)
+        assert child.stdout.strip() == folder
+    # a nested pytest keeps its parent's folder; a /dev/shm that is no tmpfs is not used
+    assert scratch_on_tmpfs() is None
+    monkeypatch.delenv(SCRATCH_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # restored after the test
+    monkeypatch.setenv("TMPDIR", tempfile.gettempdir())
+    (tmp_path / "mounts").write_text("/dev/vda / ext4 rw 0 0\nshm /dev/shm ext4 rw 0 0\n")
+    assert scratch_on_tmpfs(mounts=tmp_path / "mounts") is None
+    assert scratch_on_tmpfs(mounts=tmp_path / "absent") is None

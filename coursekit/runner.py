@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,11 +64,19 @@ def _is_check_cell(cell: dict) -> bool:
     return cell.get("cell_type") == "code" and _source(cell).lstrip().startswith(CHECK_MAGIC)
 
 
+# CPython 3.11's AST constructor counts its recursion depth in state the threads share: two threads parsing
+# at once can fail with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905; seen
+# under load when a thread parsed beside the main thread). `course grade --jobs N` prepares submissions in
+# threads, so the parses here take turns.
+_AST_PARSE = threading.Lock()
+
+
 def check_ids(cell_source: str) -> list[str]:
     """Names of the test functions in one %%ipytest cell (in order)."""
     body = cell_source.split("\n", 1)[1] if "\n" in cell_source else ""
     try:
-        tree = ast.parse(body)
+        with _AST_PARSE:
+            tree = ast.parse(body)
     except SyntaxError:
         return re.findall(r"^\s*(?:async\s+)?def\s+(test_\w+)", body, flags=re.M)
     return [

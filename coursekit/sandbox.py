@@ -418,9 +418,19 @@ def sandbox_command(run_dir: Path, limits: Limits, results_fd: int | None, argv:
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", " && ".join([*staged, drop])]
 
 
+def _run_dir_parent() -> str | None:
+    """Where each sandbox's private folder is made: the system's temporary folder (None), unless the
+    grader is root and some folder on the way to it is closed to others (a TMPDIR of mode 0700, such as
+    the test suite's session folder): bwrap then runs as `nobody`, which must reach the folder, so /tmp."""
+    if os.geteuid() != 0:
+        return None
+    base = Path(tempfile.gettempdir()).resolve()
+    return None if all(folder.stat().st_mode & 0o001 for folder in (base, *base.parents)) else "/tmp"
+
+
 def preflight() -> str:
     """"" when a sandbox starts here, else one line saying why not (user namespaces disabled, ...)."""
-    with tempfile.TemporaryDirectory(prefix="course-grade-") as run_dir:
+    with tempfile.TemporaryDirectory(prefix="course-grade-", dir=_run_dir_parent()) as run_dir:
         run = Path(run_dir)
         for name in ("passwd", "group"):
             (run / name).write_text("")
@@ -460,7 +470,7 @@ def run_harness(request: dict, limits: Limits, *, sandboxed: bool) -> tuple[dict
     key = secrets.token_hex(32)
     stdin_data = json.dumps({**request, "key": key, "sandboxed": sandboxed}).encode()
     read_end, write_end = os.pipe()
-    with tempfile.TemporaryDirectory(prefix="course-grade-") as run_dir:
+    with tempfile.TemporaryDirectory(prefix="course-grade-", dir=_run_dir_parent()) as run_dir:
         run = Path(run_dir)
         (run / "passwd").write_text(f"learner:x:{SANDBOX_UID}:{SANDBOX_UID}:learner:/tmp/home:/bin/sh\n")
         (run / "group").write_text(f"learner:x:{SANDBOX_UID}:\n")

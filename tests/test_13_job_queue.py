@@ -330,6 +330,45 @@ def test_uvicorn_finishes_a_running_background_task_on_sigterm(tmp_path):
     assert marker.read_text() == "sent", "SIGTERM: uvicorn exited without waiting for the running background task"
 
 
+def test_serve_in_process_lets_a_request_in_flight_finish_when_it_stops(tmp_path):
+    """The block's end wakes the child's uvicorn at once (coursekit.server._PromptServer, woken by the SIGTERM):
+    what it waits for is unchanged, a response being sent is still sent whole, then the lifespan ends."""
+    import threading
+    from contextlib import asynccontextmanager
+
+    events = tmp_path / "events"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        with events.open("a") as log:
+            log.write("shutdown\n")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/slow")
+    async def slow() -> str:
+        with events.open("a") as log:
+            log.write("started\n")
+        await asyncio.sleep(0.3)
+        with events.open("a") as log:
+            log.write("answered\n")
+        return "done"
+
+    answers: list[httpx.Response] = []
+    with serve_in_process(app) as server:
+        client = threading.Thread(target=lambda: answers.append(httpx.get(f"{server.url}/slow", timeout=30)))
+        client.start()
+        deadline = time.monotonic() + 30
+        while not (events.exists() and "started" in events.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "started" in events.read_text(), "the request never reached the app"
+    client.join(30)
+    assert [(r.status_code, r.json()) for r in answers] == [(200, "done")]
+    assert events.read_text().split() == ["started", "answered", "shutdown"]
+    assert server.process.exit_code == -signal.SIGTERM  # it stopped by itself, not by the SIGKILL after 3 s
+
+
 def test_loop_cpu_seconds_counts_the_servers_work_not_idle_time():
     app = FastAPI()
 

@@ -181,23 +181,48 @@ def test_reset_keeps_the_attempt(course_copy):
     assert "# my attempt" in saved.read_text() and "# my attempt" not in exercise.read_text()
 
 
-@needs_bwrap
-def test_grade_a_folder_of_submissions(tmp_path):
+@pytest.fixture(scope="module")
+def graded_folder(tmp_path_factory):
+    """One folder of submissions graded once, --jobs 3: the two tests below read their own rows (one
+    `course grade` less: its sandbox preflight, and mallory's kernel runs beside ada's and bob's)."""
+    tmp_path = tmp_path_factory.mktemp("graded")
     submissions = tmp_path / "submissions"
     submissions.mkdir()
     shutil.copy(ROOT / "solutions/00_start_here.ipynb", submissions / "ada-00_start_here.ipynb")
     shutil.copy(ROOT / "exercises/00_start_here.ipynb", submissions / "bob.ipynb")  # lesson known from metadata
     (submissions / "carol.ipynb").write_text(json.dumps(json.loads((ROOT / "solutions/00_start_here.ipynb").read_text())))
-    out = tmp_path / "grades.csv"
-    done = course("grade", str(submissions), "--csv", str(out), "--jobs", "2")
-    assert done.returncode == 0, done.stderr
-    rows = {Path(r["notebook"]).name: r for r in csv.DictReader(out.open())}
-    assert rows["carol.ipynb"]["problem"].startswith("cannot tell which lesson")  # no metadata, no NN_ name
-    only_carol = tmp_path / "carol"  # --lesson applies to every notebook of the folder: carol's alone is graded again
+    # A submission whose check cell was edited into `pass` (lesson known from metadata)
+    exercise = json.loads((ROOT / "exercises/00_start_here.ipynb").read_text())
+    for cell in exercise["cells"]:
+        if "%%ipytest" in "".join(cell["source"]):
+            cell["source"] = "%%ipytest\ndef test_hello_greets_by_name():\n    pass\n\ndef test_hello_defaults_to_world():\n    pass\n"
+    (submissions / "mallory.ipynb").write_text(json.dumps(exercise))
+    # --lesson applies to every notebook of the folder: carol's alone is graded again, by a `course grade`
+    # of its own process that runs while the folder is graded in this one
+    only_carol = tmp_path / "carol"
     only_carol.mkdir()
     shutil.copy(submissions / "carol.ipynb", only_carol / "carol.ipynb")
-    forced = course("grade", str(only_carol), "--lesson", "00")
-    assert "carol.ipynb: 2/2 checks passed" in forced.stdout
+    forced = subprocess.Popen([sys.executable, "-m", "coursekit", "grade", str(only_carol), "--lesson", "00"], cwd=ROOT,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = tmp_path / "grades.csv"
+        done = course("grade", str(submissions), "--csv", str(out), "--jobs", "3")
+        forced_out, forced_err = forced.communicate(timeout=300)
+    finally:
+        if forced.poll() is None:
+            forced.kill()
+            forced.wait()
+    assert done.returncode == 0, done.stderr
+    assert forced.returncode == 0, forced_err
+    return {"done": done, "out": out, "submissions": submissions, "forced": forced_out,
+            "rows": {Path(r["notebook"]).name: r for r in csv.DictReader(out.open())}}
+
+
+@needs_bwrap
+def test_grade_a_folder_of_submissions(graded_folder):
+    rows, out = graded_folder["rows"], graded_folder["out"]
+    assert rows["carol.ipynb"]["problem"].startswith("cannot tell which lesson")  # no metadata, no NN_ name
+    assert "carol.ipynb: 2/2 checks passed" in graded_folder["forced"]  # graded with --lesson 00
     assert rows["ada-00_start_here.ipynb"]["passed"] == "2" and rows["ada-00_start_here.ipynb"]["total"] == "2"
     assert rows["bob.ipynb"]["passed"] == "0" and rows["bob.ipynb"]["test_hello_greets_by_name"] == "not-started"
     # the check columns in the exercise's order (they were sorted by name: lesson 03's import checks landed
@@ -207,22 +232,13 @@ def test_grade_a_folder_of_submissions(tmp_path):
 
 
 @needs_bwrap
-def test_grading_runs_the_courses_checks_not_the_submissions(tmp_path):
+def test_grading_runs_the_courses_checks_not_the_submissions(graded_folder):
     """A submission whose check cell was edited into `pass` must not score."""
-    exercise = json.loads((ROOT / "exercises/00_start_here.ipynb").read_text())
-    for cell in exercise["cells"]:
-        if "%%ipytest" in "".join(cell["source"]):
-            cell["source"] = "%%ipytest\ndef test_hello_greets_by_name():\n    pass\n\ndef test_hello_defaults_to_world():\n    pass\n"
-    submissions = tmp_path / "submissions"
-    submissions.mkdir()
-    (submissions / "mallory.ipynb").write_text(json.dumps(exercise))  # lesson known from metadata
-    out = tmp_path / "grades.csv"
-    done = course("grade", str(submissions), "--csv", str(out))
-    (row,) = csv.DictReader(out.open())
-    assert row["passed"] == "0", done.stdout
+    row = graded_folder["rows"]["mallory.ipynb"]
+    assert row["passed"] == "0", graded_folder["done"].stdout
     assert row["test_hello_greets_by_name"] == "not-started"
     assert "graded with the original checks" in row["problem"]
-    assert course("check", str(submissions / "mallory.ipynb")).returncode == 0  # the learner's own run trusts them
+    assert course("check", str(graded_folder["submissions"] / "mallory.ipynb")).returncode == 0  # the learner's own run trusts them
 
 
 def test_output_into_a_closed_pipe_ends_quietly():

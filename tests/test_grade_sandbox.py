@@ -1,10 +1,14 @@
 """`course grade` against hostile submissions: each is contained, and its CSV row says why.
 
 One batch of hostile submissions of a tiny course (two plain checks, no FastAPI: a kernel each
-costs little CPU), graded once with small limits and --jobs 2. Each test reads a row and asserts,
+costs little CPU), graded once with small limits and --jobs 4. Each test reads a row and asserts,
 from outside, that the harm did not happen and that the row says why. The batch holding an honest submission that
 scores 2/2 among them proves that no hostile one aborted it. Attempts that are cheap and do not
 interfere share a kernel (the suite's CPU budget): one row then answers several tests.
+
+The module's three `course grade` runs (that batch, the sleeper's short batch, the hostile files) are
+independent: they start together, once, and each test waits only for the run it reads (most of a
+run is waiting on its sandboxes; one after the other they cost the suite ~25 s more).
 """
 
 import csv
@@ -34,8 +38,11 @@ def test_adds_negatives():
 '''
 SECRET = "grader-home-secret-7d1e"
 ENV_SECRET = "grader-env-token-93ab"
+# --cpu-seconds 2: the endless check burns it all (it was 5: 3 s more of CPU, and of waiting); an honest
+# kernel uses ~0.65 s of CPU by the end of its checks, the harness ~0.45 s (measured: both stay 3x under it)
+CPU_SECONDS = 2
 LIMITS = ["--memory-mb", "1024", "--processes", "64", "--disk-mb", "48", "--file-mb", "32",
-          "--cpu-seconds", "5", "--cell-timeout", "15", "--timeout", "60"]
+          "--cpu-seconds", str(CPU_SECONDS), "--cell-timeout", "15", "--timeout", "60"]
 
 # The harm each submission tries; {outside} etc. are filled in with the test's real paths.
 HOSTILE = {
@@ -236,8 +243,55 @@ def _sleepers(mark: bytes = b"97.25") -> list[str]:
     return found
 
 
+class GradeRun:
+    """`course grade ARGS` started in the background (output to files: no pipe to fill); `.done()` waits for it."""
+
+    def __init__(self, folder: Path, args: list[str], cwd: Path, env: dict[str, str]):
+        self.out, self.err = folder / "stdout.txt", folder / "stderr.txt"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "coursekit", "grade", *args], cwd=cwd, env=env,
+                                            stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+    def done(self, timeout: float) -> subprocess.CompletedProcess:
+        returncode = self.process.wait(timeout=timeout)
+        return subprocess.CompletedProcess(self.process.args, returncode, self.out.read_text(encoding="utf-8"),
+                                           self.err.read_text(encoding="utf-8"))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:  # a test failed first: its sandboxes die with it (bwrap --die-with-parent)
+            self.process.kill()
+            self.process.wait()
+
+
+# Hostile notebook FILES: refused by the grader before any kernel starts, each in its own row.
+FORMULA = "=cmd|' -C calc'!A0-00_mini.ipynb"  # DDE; a file name has no "/"
+# a name has no "/": U+2215, a lookalike
+FORGED_LINE = "\x1b[1A\x1b[2K\u202e00_mini-honest.ipynb: 2\u22152 checks passed"
+
+
+def _hostile_files(folder: Path, course: Path, honest: Path) -> None:
+    folder.mkdir()
+    (folder / "00_mini-link.ipynb").symlink_to(course / "solutions/00_mini.ipynb")  # the solution itself
+    os.mkfifo(folder / "00_mini-fifo.ipynb")  # read as a file, it would block the grader forever
+    with open(folder / "00_mini-huge.ipynb", "wb") as handle:
+        handle.truncate(3 * 2**30)  # 3 GB, sparse: costs no disk
+    (folder / "00_mini-cells.ipynb").write_text(json.dumps({"cells": [{"cell_type": "raw", "source": ""}] * 400_000}))
+    (folder / "00_mini-list.ipynb").write_text("[]")  # once aborted the whole batch with a traceback
+    (folder / "00_mini-badmeta.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": "01"}}))
+    (folder / "00_mini-dotdot.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": {"lesson": "../../etc"}}}))
+    (folder / "00_mini-badcell.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": 7}]}))
+    (folder / "00_mini-invalid.ipynb").write_text('{"cells": [')
+    other = json.loads(honest.read_text())
+    other["metadata"]["course"] = {"lesson": "00"}  # a lesson-01 submission asking for lesson 00's checks
+    (folder / "01_other-easier.ipynb").write_text(json.dumps(other))
+    (folder / FORMULA).write_text("[]")
+    (folder / f"00_mini-x{FORGED_LINE}\n.ipynb").write_text("[]")
+    (folder / os.fsdecode(b"00_mini-latin1-caf\xe9.ipynb")).write_text("[]")  # not UTF-8: once lost the whole CSV
+
+
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def grade_runs(tmp_path_factory):
+    """The course, the submissions, and the module's three `course grade` runs, started together."""
     base = tmp_path_factory.mktemp("grade")
     course = base / "course"
     (course / "solutions").mkdir(parents=True)
@@ -257,12 +311,38 @@ def graded(tmp_path_factory):
         cells = [("code", SETUP), ("code", answer)] + [("code", h.format(**paths)) for h in hostile] + [("code", CHECKS)]
         write_notebook(submissions / f"00_mini-{name}.ipynb", cells)
     before = {p: p.read_bytes() for p in (course_checks, *submissions.iterdir())}
-    env = {**os.environ, "COURSE_ROOT": str(course), "HOME": str(grader_home), "GRADER_TOKEN": ENV_SECRET}
-    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", str(submissions), "--csv", paths["csv_path"],
-                           "--jobs", "2", *LIMITS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # the sleeper's batch (test_sleeping_just_under_...): its own limits
+    sleeper = base / "sleeper"
+    sleeper.mkdir()
+    write_notebook(sleeper / "00_mini-sleeper.ipynb",
+                   [("code", SETUP), ("code", ANSWER)] + [("code", "import time\ntime.sleep(3.5)")] * 4 + [("code", CHECKS)])
+    files = base / "files"
+    _hostile_files(files, course, Path(paths["sibling"]))
+    logs = {name: base / f"log-{name}" for name in ("main", "sleeper", "files")}
+    for folder in logs.values():
+        folder.mkdir()
+    runs = {
+        "main": GradeRun(logs["main"], [str(submissions), "--csv", paths["csv_path"], "--jobs", "4", *LIMITS], ROOT,
+                         {**os.environ, "COURSE_ROOT": str(course), "HOME": str(grader_home), "GRADER_TOKEN": ENV_SECRET}),
+        "sleeper": GradeRun(logs["sleeper"], [str(sleeper), "--csv", str(sleeper / "g.csv"), "--cell-timeout", "4", "--timeout", "8"],
+                            ROOT, {**os.environ, "COURSE_ROOT": str(course)}),
+        "files": GradeRun(logs["files"], [".", "--csv", str(base / "files.csv")], files,
+                          {**os.environ, "COURSE_ROOT": str(course), "PYTHONPATH": str(ROOT)}),
+    }
+    try:
+        yield {"runs": runs, "paths": paths, "before": before, "course": course, "sleeper": sleeper, "files": files, "base": base}
+    finally:
+        for run in runs.values():
+            run.stop()
+
+
+@pytest.fixture(scope="module")
+def graded(grade_runs):
+    done = grade_runs["runs"]["main"].done(timeout=600)
     assert done.returncode == 0, done.stderr
+    paths = grade_runs["paths"]
     rows = {Path(r["notebook"]).stem.split("-", 1)[1]: r for r in csv.DictReader(open(paths["csv_path"]))}
-    return {"rows": rows, "before": before, "paths": paths, "csv_text": Path(paths["csv_path"]).read_text(),
+    return {"rows": rows, "before": grade_runs["before"], "paths": paths, "csv_text": Path(paths["csv_path"]).read_text(),
             "stdout": done.stdout, "sleepers_after": _sleepers(), "daemons_after": _sleepers(b"98.75"),
             "shm_after": sorted(os.listdir("/dev/shm"))}
 
@@ -320,8 +400,8 @@ def test_filling_the_disk_stops_at_its_limits(graded):
 
 def test_an_endless_check_is_stopped_and_the_batch_goes_on(graded):
     row = graded["rows"]["loops_in_check"]
-    # the kernel's CPU limit (5 s) ends the busy loop; on a very busy machine the cell's 15 s may come first
-    assert "exceeded the CPU time limit (5 s)" in row["problem"] or "exceeded the time limit" in row["problem"], row["problem"]
+    # the kernel's CPU limit (2 s) ends the busy loop; on a very busy machine the cell's 15 s may come first
+    assert f"exceeded the CPU time limit ({CPU_SECONDS} s)" in row["problem"] or "exceeded the time limit" in row["problem"], row["problem"]
     assert row["passed"] == "0" and row["test_adds"] == "error"
 
 
@@ -376,11 +456,29 @@ def test_without_bwrap_grading_refuses_in_one_line(tmp_path):
     assert "--unsafe-no-sandbox" in done.stderr
 
 
-def test_unsafe_no_sandbox_is_loud_and_grades_the_same(graded, tmp_path):
-    honest = Path(graded["paths"]["sibling"])
+def test_a_root_grader_makes_sandbox_folders_that_nobody_can_reach(tmp_path, monkeypatch):
+    """As root, bwrap runs as `nobody`: under a TMPDIR closed to others (the suite's 0700 session folder
+    on /dev/shm) every sandbox once failed to start ("Can't find source path ...: Permission denied")."""
+    import tempfile
+
+    from coursekit.sandbox import _run_dir_parent
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(closed))
+    assert _run_dir_parent() == ("/tmp" if os.geteuid() == 0 else None)
+    with tempfile.TemporaryDirectory(dir="/tmp") as open_to_all:  # it, /tmp and /: all open to others
+        os.chmod(open_to_all, 0o755)
+        monkeypatch.setattr(tempfile, "tempdir", open_to_all)
+        assert _run_dir_parent() is None  # the system's temporary folder stays the one used
+
+
+def test_unsafe_no_sandbox_is_loud_and_grades_the_same(grade_runs, tmp_path):
+    # the module's batches run meanwhile (grade_runs started them): this one does not wait for them
+    honest = Path(grade_runs["paths"]["sibling"])
     (tmp_path / honest.name).write_bytes(honest.read_bytes())
     done = course("grade", str(tmp_path), "--unsafe-no-sandbox",  # in-process: the harness is a process of its own
-                  env={"COURSE_ROOT": str(Path(graded["paths"]["course_checks"]).parent.parent)})
+                  env={"COURSE_ROOT": str(grade_runs["course"])})
     assert done.returncode == 0, done.stderr
     assert "2/2 checks passed" in done.stdout
     assert done.stderr.count("WARNING --unsafe-no-sandbox") == 2
@@ -432,18 +530,13 @@ def test_a_test_of_the_same_name_as_a_check_counts_as_the_worst_of_the_two(grade
     assert not any("dds" in column for column in row if column not in ("test_adds", "test_adds_negatives"))
 
 
-def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(graded, tmp_path):
-    """Its own short batch (the shared one's 60 s would cost the suite a minute of waiting). The
-    last cell's timeout is the seconds left, which nbclient once refused as a float (TraitError): the
-    harness crashed and the row said only "without results"."""
-    course = Path(graded["paths"]["course_checks"]).parent.parent
-    write_notebook(tmp_path / "00_mini-sleeper.ipynb",
-                   [("code", SETUP), ("code", ANSWER)] + [("code", "import time\ntime.sleep(3.5)")] * 4 + [("code", CHECKS)])
-    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", str(tmp_path), "--csv", str(tmp_path / "g.csv"),
-                           "--cell-timeout", "4", "--timeout", "8"], cwd=ROOT, env={**os.environ, "COURSE_ROOT": str(course)},
-                          capture_output=True, text=True, timeout=120)
+def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_limit(grade_runs):
+    """Its own short batch (the shared one's 60 s would cost the suite a minute of waiting), run
+    beside it. The last cell's timeout is the seconds left, which nbclient once refused as a float
+    (TraitError): the harness crashed and the row said only "without results"."""
+    done = grade_runs["runs"]["sleeper"].done(timeout=120)
     assert done.returncode == 0, done.stderr
-    row = next(csv.DictReader(open(tmp_path / "g.csv")))
+    row = next(csv.DictReader(open(grade_runs["sleeper"] / "g.csv")))
     # the total ends it: its next cell is not run, or is cut to the seconds left (then interrupted)
     assert "exceeded the time limit" in row["problem"], row["problem"]
     assert "time limit (8 s) was used up" in row["problem"] or "interrupted" in row["problem"], row["problem"]
@@ -451,41 +544,14 @@ def test_sleeping_just_under_the_cell_timeout_in_every_cell_hits_the_notebook_li
     assert row["passed"] == "0" and row["test_adds"] == "error"
 
 
-# Hostile notebook FILES: refused by the grader before any kernel starts, each in its own row.
-FORMULA = "=cmd|' -C calc'!A0-00_mini.ipynb"  # DDE; a file name has no "/"
-# a name has no "/": U+2215, a lookalike
-FORGED_LINE = "\x1b[1A\x1b[2K\u202e00_mini-honest.ipynb: 2\u22152 checks passed"
-
-
 @pytest.fixture(scope="module")
-def refused(graded, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("files")
-    course = Path(graded["paths"]["course_checks"]).parent.parent
-    honest = Path(graded["paths"]["sibling"])
-    (folder / "00_mini-link.ipynb").symlink_to(course / "solutions/00_mini.ipynb")  # the solution itself
-    os.mkfifo(folder / "00_mini-fifo.ipynb")  # read as a file, it would block the grader forever
-    with open(folder / "00_mini-huge.ipynb", "wb") as handle:
-        handle.truncate(3 * 2**30)  # 3 GB, sparse: costs no disk
-    (folder / "00_mini-cells.ipynb").write_text(json.dumps({"cells": [{"cell_type": "raw", "source": ""}] * 400_000}))
-    (folder / "00_mini-list.ipynb").write_text("[]")  # once aborted the whole batch with a traceback
-    (folder / "00_mini-badmeta.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": "01"}}))
-    (folder / "00_mini-dotdot.ipynb").write_text(json.dumps({"cells": [], "metadata": {"course": {"lesson": "../../etc"}}}))
-    (folder / "00_mini-badcell.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": 7}]}))
-    (folder / "00_mini-invalid.ipynb").write_text('{"cells": [')
-    other = json.loads(honest.read_text())
-    other["metadata"]["course"] = {"lesson": "00"}  # a lesson-01 submission asking for lesson 00's checks
-    (folder / "01_other-easier.ipynb").write_text(json.dumps(other))
-    (folder / FORMULA).write_text("[]")
-    (folder / f"00_mini-x{FORGED_LINE}\n.ipynb").write_text("[]")
-    (folder / os.fsdecode(b"00_mini-latin1-caf\xe9.ipynb")).write_text("[]")  # not UTF-8: once lost the whole CSV
-    env = {**os.environ, "COURSE_ROOT": str(course), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "coursekit", "grade", ".", "--csv", str(folder.parent / "files.csv")],
-                          cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+def refused(grade_runs):
+    done = grade_runs["runs"]["files"].done(timeout=120)
     assert done.returncode == 0, done.stderr
-    rows = list(csv.DictReader(open(folder.parent / "files.csv", encoding="utf-8")))
+    folder, csv_path = grade_runs["files"], grade_runs["base"] / "files.csv"
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
     return {"rows": {r["notebook"].split("-")[-1].removesuffix(".ipynb"): r for r in rows}, "raw": rows,
-            "stdout": done.stdout, "csv_text": (folder.parent / "files.csv").read_text(encoding="utf-8"),
-            "files": len(os.listdir(folder))}
+            "stdout": done.stdout, "csv_text": csv_path.read_text(encoding="utf-8"), "files": len(os.listdir(folder))}
 
 
 @pytest.mark.parametrize("name, why", [

@@ -131,56 +131,58 @@ def test_a_learner_runs_lesson_00_the_exercise_and_the_solution_in_jupyterlab(tm
            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     server = subprocess.Popen(command, cwd=root, env=without_iri_grammar(env, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        port = served_port(server, tmp_path / "runtime")  # port 0: see served_port
-        base = f"http://127.0.0.1:{port}"
-        contents = first_answer(server, lambda: httpx.get(f"{base}/api/contents",
-                                                          headers={"Authorization": f"token {token}"}, timeout=5), port=port)
-        assert {"course.toml", "notebooks"} <= {item["name"] for item in contents.json()["content"]}
+        # Chromium starts while JupyterLab does (seconds each, neither needs the other)
+        with chromium_page(viewport={"width": 1400, "height": 1000}) as page:
+            port = served_port(server, tmp_path / "runtime")  # port 0: see served_port
+            base = f"http://127.0.0.1:{port}"
+            contents = first_answer(server, lambda: httpx.get(f"{base}/api/contents",
+                                                              headers={"Authorization": f"token {token}"}, timeout=5), port=port)
+            assert {"course.toml", "notebooks"} <= {item["name"] for item in contents.json()["content"]}
 
-        with chromium_page(viewport={"width": 1400, "height": 1000}) as page, _screenshot_on_failure(page):
-            page.goto(f"{base}/lab/tree/{START_NOTEBOOK}?token={token}", wait_until="load")
-            cells = code_cells(root / START_NOTEBOOK)
-            panel, prompts = run_all_cells(page, START_NOTEBOOK, cells, timeout_s=120)
-            assert prompts == [f"[{n}]:" for n in range(1, cells + 1)], f"not every cell ran, in order: {prompts}"
-            assert page.evaluate(ERROR_OUTPUTS, panel) == [], "lesson 00 shows an error or stderr output"
+            with _screenshot_on_failure(page):
+                page.goto(f"{base}/lab/tree/{START_NOTEBOOK}?token={token}", wait_until="load")
+                cells = code_cells(root / START_NOTEBOOK)
+                panel, prompts = run_all_cells(page, START_NOTEBOOK, cells, timeout_s=120)
+                assert prompts == [f"[{n}]:" for n in range(1, cells + 1)], f"not every cell ran, in order: {prompts}"
+                assert page.evaluate(ERROR_OUTPUTS, panel) == [], "lesson 00 shows an error or stderr output"
 
-            open_from_path(page, EXERCISE)
-            # quieter exercises (coursekit.build): the check cell opens as one line, and a click on it shows
-            # the checks' code (a collapsed cell has no prompt to read, so it is expanded before Run All)
-            panel = notebook_ready(page, EXERCISE, code_cells(root / EXERCISE))
-            check_cell = page.locator(f"{panel} .jp-CodeCell").last
-            placeholder = check_cell.locator(".jp-InputPlaceholder")
-            assert placeholder.text_content().strip() == "%%ipytest", "the exercise's check cell did not open collapsed"
-            assert check_cell.locator(".cm-content").count() == 0, "a collapsed check cell shows its editor"
-            placeholder.locator(".jp-Placeholder-content").click()
-            check_cell.locator(".cm-content", has_text="def test_hello_greets_by_name").wait_for(timeout=10_000)
-            panel, _ = run_all_cells(page, EXERCISE, code_cells(root / EXERCISE), 120)
-            exercise_checks = page.evaluate(LAST_OUTPUT, panel)
-            assert "… test_hello_greets_by_name: not started" in exercise_checks, exercise_checks
-            assert "passed" not in exercise_checks.replace("not started", ""), exercise_checks
-            # hint() in a new cell: JupyterLab names the notebook to its kernel, so hint() knows the exercise
-            check_cell.locator(".jp-OutputArea").click()
-            for key in ("Escape", "b", "Enter"):
-                page.keyboard.press(key)
-            page.keyboard.type("hint()")
-            page.keyboard.press("Enter")
-            page.keyboard.type("print(__session__)")  # how it knows (ipykernel stores JPY_SESSION_NAME there)
-            page.keyboard.press("Control+Enter")
-            hinted = page.locator(f"{panel} .jp-CodeCell").last.locator(".jp-OutputArea")
-            hinted.filter(has_text="Hint 1 of").wait_for(timeout=60_000)
-            hint_text = hinted.text_content()
-            assert "Exercise 00: the first check not passed is test_hello_greets_by_name" in hint_text, hint_text
-            assert hint_text.rstrip().endswith(str(root / EXERCISE)), hint_text
+                open_from_path(page, EXERCISE)
+                # quieter exercises (coursekit.build): the check cell opens as one line, and a click on it shows
+                # the checks' code (a collapsed cell has no prompt to read, so it is expanded before Run All)
+                panel = notebook_ready(page, EXERCISE, code_cells(root / EXERCISE))
+                check_cell = page.locator(f"{panel} .jp-CodeCell").last
+                placeholder = check_cell.locator(".jp-InputPlaceholder")
+                assert placeholder.text_content().strip() == "%%ipytest", "the exercise's check cell did not open collapsed"
+                assert check_cell.locator(".cm-content").count() == 0, "a collapsed check cell shows its editor"
+                placeholder.locator(".jp-Placeholder-content").click()
+                check_cell.locator(".cm-content", has_text="def test_hello_greets_by_name").wait_for(timeout=10_000)
+                panel, _ = run_all_cells(page, EXERCISE, code_cells(root / EXERCISE), 120)
+                exercise_checks = page.evaluate(LAST_OUTPUT, panel)
+                assert "… test_hello_greets_by_name: not started" in exercise_checks, exercise_checks
+                assert "passed" not in exercise_checks.replace("not started", ""), exercise_checks
+                # hint() in a new cell: JupyterLab names the notebook to its kernel, so hint() knows the exercise
+                check_cell.locator(".jp-OutputArea").click()
+                for key in ("Escape", "b", "Enter"):
+                    page.keyboard.press(key)
+                page.keyboard.type("hint()")
+                page.keyboard.press("Enter")
+                page.keyboard.type("print(__session__)")  # how it knows (ipykernel stores JPY_SESSION_NAME there)
+                page.keyboard.press("Control+Enter")
+                hinted = page.locator(f"{panel} .jp-CodeCell").last.locator(".jp-OutputArea")
+                hinted.filter(has_text="Hint 1 of").wait_for(timeout=60_000)
+                hint_text = hinted.text_content()
+                assert "Exercise 00: the first check not passed is test_hello_greets_by_name" in hint_text, hint_text
+                assert hint_text.rstrip().endswith(str(root / EXERCISE)), hint_text
 
-            open_from_path(page, SOLUTION)
-            cells = code_cells(root / SOLUTION)
-            panel, prompts = run_all_cells(page, SOLUTION, cells, 120)
-            solution_checks = page.evaluate(LAST_OUTPUT, panel)
-            assert "✔ test_hello_greets_by_name: passed" in solution_checks, solution_checks
-            assert "✔ test_hello_defaults_to_world: passed" in solution_checks and "✘" not in solution_checks
-            assert prompts == [f"[{n}]:" for n in range(1, cells + 1)] and page.evaluate(ERROR_OUTPUTS, panel) == []
-            page.locator(f"{panel} .jp-CodeCell").last.scroll_into_view_if_needed()
-            screenshot(page, "jupyterlab_solution_00.png")
+                open_from_path(page, SOLUTION)
+                cells = code_cells(root / SOLUTION)
+                panel, prompts = run_all_cells(page, SOLUTION, cells, 120)
+                solution_checks = page.evaluate(LAST_OUTPUT, panel)
+                assert "✔ test_hello_greets_by_name: passed" in solution_checks, solution_checks
+                assert "✔ test_hello_defaults_to_world: passed" in solution_checks and "✘" not in solution_checks
+                assert prompts == [f"[{n}]:" for n in range(1, cells + 1)] and page.evaluate(ERROR_OUTPUTS, panel) == []
+                page.locator(f"{panel} .jp-CodeCell").last.scroll_into_view_if_needed()
+                screenshot(page, "jupyterlab_solution_00.png")
     finally:
         stop(server, seconds=30)
     assert repository_notebooks() == before, "a notebook of the repository changed during the test"

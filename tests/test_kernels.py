@@ -5,6 +5,7 @@ connection took one (`ZMQError: Address already in use` at kernel start). Each k
 asked here, from inside the kernel it started, what the kernel listens on.
 """
 
+import json
 import os
 import stat
 import tempfile
@@ -94,3 +95,99 @@ def test_jupyter_clients_default_names_ipc_sockets_relative_to_the_working_folde
 
     assert KernelManager(transport="ipc").ip == "kernel-ipc"
 
+
+
+# What a cell sees of the kernel's start (asked in each kernel below).
+KERNEL_FACTS = """
+import json, sys
+print(json.dumps({"path": sys.path, "main": sys.modules["__main__"].__name__, "launcher": sys.argv[0],
+                  "debugpy_imported": sys.modules.get("debugpy") is not None}))
+"""
+
+
+def kernel_facts(manager, folder) -> tuple[dict, list[str]]:
+    """A cell's view of sys.path and the launcher, and the features the kernel_info reply lists."""
+    manager.start_kernel(cwd=str(folder))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        features = client.kernel_info(reply=True, timeout=60)["content"].get("supported_features", [])
+        printed = []
+        reply = client.execute_interactive(KERNEL_FACTS, timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return json.loads("".join(printed)), features
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_the_suites_kernels_are_ipykernels_own_without_its_debugger(tmp_path):
+    """coursekit/kernel_launcher.py: the same kernel as `python -m ipykernel_launcher` (sys.path, __main__),
+    without debugpy's imports (~0.1 s of CPU per kernel start)."""
+    from jupyter_client.manager import KernelManager
+
+    class IpykernelsLauncher(UnixSocketKernelManager):  # the control: unix sockets too, ipykernel's command
+        def format_kernel_cmd(self, extra_arguments=None):
+            return KernelManager.format_kernel_cmd(self, extra_arguments)
+
+    ours, ours_features = kernel_facts(UnixSocketKernelManager(kernel_name="python3"), tmp_path)
+    theirs, their_features = kernel_facts(IpykernelsLauncher(kernel_name="python3"), tmp_path)
+    assert theirs["launcher"].endswith("ipykernel_launcher.py") and theirs["debugpy_imported"]
+    assert "debugger" in their_features  # the control: ipykernel's own launcher loads its debugger
+    assert ours["launcher"].endswith(os.path.join("coursekit", "kernel_launcher.py"))
+    assert not ours["debugpy_imported"] and "debugger" not in ours_features
+    assert (ours["path"], ours["main"]) == (theirs["path"], theirs["main"])
+    assert "" in ours["path"]  # the working folder, as IPython puts it back after the launcher took it off
+
+
+def test_a_kernel_is_ready_once_its_kernel_info_is_idle_and_stopped_without_tenth_second_polls(tmp_path, monkeypatch):
+    """coursekit/kernels.py: no 0.2 s of IOPub silence to wait out after kernel_info, no 0.1 s polls of a
+    stopping kernel; IOPub connected when ready all the same, nothing of kernel_info left to read."""
+    import asyncio
+    from queue import Empty
+
+    manager = UnixSocketKernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    sleeps, iopub_reads = [], []
+    read = client.iopub_channel.get_msg
+
+    def recorded_read(*args, **kwargs):
+        try:
+            message = read(*args, **kwargs)
+        except Empty:
+            iopub_reads.append("nothing came")
+            raise
+        iopub_reads.append(message["msg_type"])
+        return message
+
+    try:
+        monkeypatch.setattr(client.iopub_channel, "get_msg", recorded_read)
+        client.wait_for_ready(timeout=60)
+        monkeypatch.undo()
+        # ready on a message (kernel_info's idle status), not on a timeout of silence
+        assert iopub_reads and iopub_reads[-1] == "status", iopub_reads
+        try:
+            left = client.iopub_channel.get_msg(timeout=0.5)
+        except Empty:
+            left = None
+        assert left is None, f"left on IOPub after ready: {left['msg_type']} {left['content']}"
+        printed = []
+        reply = client.execute_interactive("print('connected')", timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        assert reply["content"]["status"] == "ok" and printed == ["connected\n"]
+    finally:
+        real_sleep = asyncio.sleep
+
+        async def recorded_sleep(seconds, *args, **kwargs):
+            sleeps.append(seconds)
+            return await real_sleep(seconds, *args, **kwargs)
+
+        monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert not manager.is_alive()
+    assert all(seconds <= 0.01 for seconds in sleeps), sleeps

@@ -110,8 +110,9 @@ def git_server(tmp_path):
 
 
 @pytest.fixture
-def jupyterlab(tmp_path):
-    """A learner's JupyterLab (a hub's single-user server): the course environment, an empty home."""
+def jupyterlab(tmp_path, request):
+    """A learner's JupyterLab (a hub's single-user server): the course environment, an empty home.
+    The course's git server (git_server) is built while JupyterLab starts: both take seconds, neither needs the other."""
     home = tmp_path / "home"
     home.mkdir()
     token = secrets.token_hex(16)
@@ -124,6 +125,7 @@ def jupyterlab(tmp_path):
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
     server = subprocess.Popen(command, cwd=home, env=without_iri_grammar(env, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
+        request.getfixturevalue("git_server")
         base = f"http://127.0.0.1:{served_port(server, tmp_path / 'runtime')}/"  # port 0: see served_port
         with httpx.Client(base_url=base, headers={"Authorization": f"token {token}"}, timeout=30) as client:
             first_answer(server, lambda: client.get("api/status"))
@@ -150,7 +152,7 @@ def click(client: httpx.Client, base: str, link: str) -> str:
     return data["path"]
 
 
-def test_the_pull_link_clones_opens_the_start_notebook_and_keeps_an_edited_exercise(git_server, jupyterlab):
+def test_the_pull_link_clones_opens_the_start_notebook_and_keeps_an_edited_exercise(jupyterlab, git_server):
     author, repo_url, bare = git_server
     base, client, home = jupyterlab
     folder = "fastapi-advanced-patterns"

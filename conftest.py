@@ -93,8 +93,9 @@ def pytest_xdist_make_scheduler(config, log):
     return LessonScheduling(config, log)
 
 
-# Seconds each unit took on one worker (`-n0`, a loaded machine: they rank the units, they are no
-# budget). A unit missing here (a new lesson) counts its items at its kind's mean seconds per item.
+# Seconds each unit took on its worker in the suite's own run (tests/measure_units.py: they rank the
+# units, they are no budget). A unit missing here (a new lesson) counts its items at its kind's mean
+# seconds per item.
 ROOT_DIR = Path(__file__).parent
 UNIT_SECONDS_FILE = ROOT_DIR / "tests" / "unit_seconds.json"
 

@@ -40,7 +40,7 @@ def test_the_committed_measurements_name_units_that_exist():
     assert seconds, "tests/unit_seconds.json is missing or empty: the scheduler would rank by items only"
     gone = [unit for unit in seconds if not (ROOT_DIR / unit.split("::")[0]).is_file()]
     assert not gone, (f"tests/unit_seconds.json names units that no longer exist: {gone}; remove them, or measure again: "
-                      "`pytest -n0 -p tests.measure_units --unit-seconds=tests/unit_seconds.json <paths>`")
+                      "`pytest -p tests.measure_units --unit-seconds=tests/unit_seconds.json` on an idle machine")
 
 
 def test_the_suite_keeps_its_scratch_files_on_a_tmpfs_where_there_is_one(tmp_path, monkeypatch):

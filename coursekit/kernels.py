@@ -21,8 +21,9 @@ without two of jupyter_client's fixed waits, hundreds of times a test run (measu
 about 0.27 s of a kernel's start and stop):
 - ready: after the kernel's reply to kernel_info, the client reads IOPub until nothing has come for
   0.2 s, every time. What it waits for is the request's own `idle` status, the last message the request
-  causes: read until that one, then nothing is left to drain. Later readers (nbval, nbclient) skip
-  any message whose parent is not their own request anyway.
+  causes: read until that one, then nothing of it is left to drain. ipykernel 7's greeting of a new
+  IOPub subscriber (iopub_welcome, no parent) can still come after it; later readers (nbval, nbclient)
+  skip any message whose parent is not their own request.
 - stopped: the manager polls a killed or shut-down kernel's process every 0.1 s; every 0.01 s here.
 """
 

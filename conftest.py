@@ -39,7 +39,6 @@ collect_ignore_glob = ["exercises/*", "attempts/*", ".venv/*"]
 # every subprocess inherit TMPDIR, and a nested pytest (lesson 09) keeps its parent's folder.
 SCRATCH_ENV = "COURSE_PYTEST_SCRATCH"
 SCRATCH_MIN_FREE = 2 * 2**30  # room for the PostgreSQL data folders that run at once, with margin
-_scratch_made_here: str | None = None
 
 
 def scratch_on_tmpfs(mounts: Path = Path("/proc/mounts"), shm: Path = Path("/dev/shm")) -> str | None:
@@ -59,7 +58,7 @@ def scratch_on_tmpfs(mounts: Path = Path("/proc/mounts"), shm: Path = Path("/dev
     return folder
 
 
-_scratch_made_here = scratch_on_tmpfs()
+_scratch_made_here: str | None = scratch_on_tmpfs()
 
 
 def pytest_unconfigure(config) -> None:

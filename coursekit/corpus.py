@@ -670,14 +670,12 @@ def in_run_order(entries: list[Entry], solution: Path) -> list[Entry]:
     return sorted(entries, key=first_cell, reverse=True)
 
 
-def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None, *, exercise: bool = False):
-    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first); with `exercise`, its kernel
-    runs the generated exercise first (CorpusRun.exercise_report, which `corpus_run` holds afterwards)."""
+def run_corpus(lesson: Lesson, root: Path, only: list[str] | None = None):
+    """Yield an EntryResult per entry of the lesson's corpus (lowest regions first)."""
     path = corpus_path(lesson, root)
     if not path.is_file():
         raise CourseError(f"{path}: no corpus for exercise {lesson.id}")
     entries = in_run_order([e for e in load(path) if not only or e.id in only], lesson.solution)
-    with CorpusRun(lesson.solution, lesson=lesson, exercise=lesson.exercise if exercise else None) as run:
-        run_corpus.last_run = run
+    with CorpusRun(lesson.solution, lesson=lesson) as run:
         for entry in entries:
             yield run.judge(entry, entries)
